@@ -1,0 +1,1 @@
+"""Lowerings of the checked IR: PyTorch modules and ONNX graphs."""

@@ -1,0 +1,140 @@
+"""IR -> ONNX ModelProto, built directly with the onnx helpers (no torch).
+
+Each op emits its nodes on a :class:`Tape`; initializers carry the state-dict
+names, and symbolic dims become named dynamic dimensions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import flashc
+from flashc.diagnostics import FlashError, error
+from flashc.ir.graph import Graph
+from flashc.ir.types import TensorType
+from flashc.ops.base import Lowering
+from flashc.weights import NUMPY_DTYPES, check_weights, init_weights
+
+DEFAULT_OPSET = 23
+MIN_OPSET = 17
+ONNX_DTYPES = {
+    "float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16,
+    "float64": TensorProto.DOUBLE, "int64": TensorProto.INT64, "int32": TensorProto.INT32,
+    "int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL,
+}
+
+
+class Tape:
+    """Records ONNX nodes and constants with unique, readable names."""
+
+    def __init__(self, opset: int, scope: str = "") -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.constants: list[onnx.TensorProto] = []
+        self.scope = scope
+        self._names: set[str] = set()
+        self._count = itertools.count()
+
+    def fresh(self, base: str) -> str:
+        base = f"{self.scope}/{base}" if self.scope else base
+        name = base
+        while name in self._names:
+            name = f"{base}_{next(self._count)}"
+        self._names.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._names.add(name)
+
+    def op(self, op_type: str, inputs: list[str | None], attrs: dict[str, Any] | None = None,
+           outputs: int = 1, domain: str = "") -> Any:
+        outs = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        ins = ["" if i is None else i for i in inputs]
+        while ins and ins[-1] == "":
+            ins.pop()
+        self.nodes.append(helper.make_node(op_type, ins, outs, name=self.fresh(f"n_{op_type}"), domain=domain or None,
+                                           **(attrs or {})))
+        return outs[0] if outputs == 1 else outs
+
+    def const(self, value: Any, dtype: str) -> str:
+        name = self.fresh("const")
+        self.constants.append(numpy_helper.from_array(np.asarray(value, dtype=NUMPY_DTYPES[dtype]), name))
+        return name
+
+
+def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    dims = [d if isinstance(d, int) else str(d) for d in t.shape]
+    return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], dims)
+
+
+def to_onnx_model(graph: Graph, weights: dict[str, Any] | None = None, seed: int = 0,
+                  opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
+    """Lower a checked graph to a self-contained ONNX model."""
+    if not MIN_OPSET <= opset <= DEFAULT_OPSET:
+        raise error(graph.span, f"opset {opset} is not supported; use {MIN_OPSET} to {DEFAULT_OPSET}")
+    arrays = check_weights(graph, weights) if weights is not None else init_weights(graph, seed)
+    tape = Tape(opset)
+    for v in graph.inputs:
+        tape.reserve(v.name)
+    for path in graph.weights:
+        tape.reserve(path)
+    env: dict[str, str] = {v.name: v.name for v in graph.inputs}
+    for node in graph.nodes:
+        c = Lowering(
+            inputs=[env[v.name] if v is not None else None for v in node.inputs],
+            types=[v.type if v is not None else None for v in node.inputs],
+            out_types=[o.type for o in node.outputs],
+            weights=node.weight_map,
+        )
+        tape.scope = node.layer or node.outputs[0].name
+        try:
+            result = node.op.to_onnx(tape, c)
+        except FlashError:
+            raise
+        except Exception as exc:  # a lowering bug must still point at the user's line
+            raise error(node.span, f"cannot lower `{node.op.name}` to ONNX opset {opset}: {exc}") from None
+        results = result if isinstance(result, list) else [result]
+        for out, name in zip(node.outputs, results):
+            env[out.name] = name
+    tape.scope = ""
+    _name_outputs(graph, tape, env)
+    used = {i for n in tape.nodes for i in n.input}
+    initializers = [numpy_helper.from_array(arrays[p], p) for p in graph.weights if p in used]
+    g = helper.make_graph(
+        tape.nodes, graph.name,
+        [value_info(v.name, v.type) for v in graph.inputs],
+        [value_info(name, v.type) for name, v in graph.outputs],
+        initializer=initializers + tape.constants,
+    )
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", opset)], producer_name="flashc",
+        producer_version=flashc.__version__, doc_string=f"{graph.name} compiled by flashc from a .flash spec",
+    )
+    model.ir_version = min(model.ir_version, 10)
+    helper.set_model_props(model, {"flashc_version": flashc.__version__, "spec_sha256": graph.source_hash,
+                                   "model": graph.name})
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _name_outputs(graph: Graph, tape: Tape, env: dict[str, str]) -> None:
+    """Make the graph outputs carry the spec's output names."""
+    produced = {o: n for n in tape.nodes for o in n.output}
+    renames: dict[str, str] = {}
+    for name, v in graph.outputs:
+        current = env[v.name]
+        if current in produced and current not in renames and current not in {i.name for i in graph.inputs}:
+            renames[current] = name
+        else:
+            tape.nodes.append(helper.make_node("Identity", [current], [name], name=f"n_output_{name}"))
+    for node in tape.nodes:
+        for seq in (node.input, node.output):
+            for i, n in enumerate(seq):
+                if n in renames:
+                    seq[i] = renames[n]

@@ -1,0 +1,98 @@
+"""The IR: a typed, immutable graph of op applications with named weights.
+
+Nodes never hold tensors, only value names and types; weights are declared by
+their state-dict path (``decoder.0.attention.q.weight``) so every backend names
+them the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flashc.diagnostics import Span
+from flashc.ir.types import TensorType
+
+if TYPE_CHECKING:
+    from flashc.ir.train import TrainConfig
+    from flashc.ops.base import Op
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A parameter or buffer an op needs: shape, initialiser, whether trained."""
+
+    shape: tuple[int, ...]
+    init: tuple = ("zeros",)  # ("uniform", bound) | ("normal", std) | ("zeros",) | ("ones",)
+    buffer: bool = False
+    dtype: str = "float32"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A weight in the graph, under its state-dict path."""
+
+    path: str
+    spec: WeightSpec
+    span: Span
+
+
+@dataclass(frozen=True)
+class Value:
+    name: str
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op application. ``layer`` is the state-dict prefix of its weights.
+
+    ``weights`` maps the op's local weight names to graph weight paths; a tied
+    weight simply points at another layer's path.
+    """
+
+    op: Op
+    inputs: tuple[Value | None, ...]
+    outputs: tuple[Value, ...]
+    layer: str | None
+    weights: tuple[tuple[str, str], ...]
+    span: Span
+
+    @property
+    def weight_map(self) -> dict[str, str]:
+        return dict(self.weights)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A checked model: inputs, nodes in execution order, outputs, weights."""
+
+    name: str
+    params: dict[str, Any]
+    inputs: tuple[Value, ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[tuple[str, Value], ...]
+    weights: dict[str, Weight]
+    span: Span
+    train: TrainConfig | None = None
+    source_hash: str = ""
+    layers: dict[str, str] = field(default_factory=dict)  # layer path -> op name
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(w.spec.size for w in self.weights.values() if not w.spec.buffer)
+
+    def layer_parameter_count(self, layer: str) -> int:
+        prefix = layer + "."
+        return sum(
+            w.spec.size
+            for p, w in self.weights.items()
+            if not w.spec.buffer and p.startswith(prefix) and p.rsplit(".", 1)[0] == layer
+        )

@@ -1,0 +1,116 @@
+"""Arithmetic between tensors (residuals `x + f(x)`, gating) and with scalars."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flashc.ir.dims import Dim
+from flashc.ir.types import TensorType
+from flashc.ops.base import Input, Lowering, Op, Param
+
+
+def broadcast(op: Op, a: TensorType, b: TensorType) -> tuple[Dim, ...]:
+    """NumPy broadcasting of two shapes, with symbolic dims compared by name."""
+    rank = max(a.rank, b.rank)
+    left = (1,) * (rank - a.rank) + a.shape
+    right = (1,) * (rank - b.rank) + b.shape
+    out: list[Dim] = []
+    for x, y in zip(left, right):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise op.fail(
+                f"`{op.name}` cannot broadcast {a.shape_str()} with {b.shape_str()}",
+                "the shapes must match, or one of them must be 1, axis by axis from the right",
+            )
+    return tuple(out)
+
+
+class Binary(Op):
+    """Elementwise ``a (op) b``; either side may be a scalar constant instead."""
+
+    abstract = True
+    family = "elementwise"
+    inputs = (Input("a"), Input("b", optional=True))
+    params = {
+        "scalar": Param(float, None, doc="constant operand when one side is a number"),
+        "scalar_first": Param(bool, False, doc="the constant is the left operand"),
+    }
+    samples = (
+        {"a": "float32[2, 3, 4]", "b": "float32[2, 3, 4]"},
+        {"a": "float32[2, 3, 4]", "b": "float32[4]"},
+        {"a": "float32[2, 3, 4]", "scalar": 0.5},
+        {"a": "float32[2, 3, 4]", "scalar": 2.0, "scalar_first": True},
+    )
+    symbol: ClassVar[str] = ""
+    onnx_op: ClassVar[str] = ""
+
+    def infer(self, a: TensorType, b: TensorType | None = None) -> TensorType:
+        if b is None:
+            self.require(self.scalar is not None, f"`{self.name}` needs two operands")
+            return a
+        self.require(
+            a.dtype == b.dtype,
+            f"`{self.name}` operands have different dtypes: {a} and {b}",
+            "cast one side first",
+        )
+        return a.with_shape(broadcast(self, a, b))
+
+    def _operands(self, a: str, b: str | None, scalar: str) -> tuple[str, str]:
+        other = b if b is not None else scalar
+        return (other, a) if self.scalar_first else (a, other)
+
+    def to_torch(self, c: Lowering) -> str:
+        left, right = self._operands(c.inputs[0], c.inputs[1], repr(self.scalar))
+        return f"{left} {self.symbol} {right}"
+
+    def to_onnx(self, tape: Any, c: Lowering) -> str:
+        scalar = tape.const(self.scalar, c.out_types[0].dtype) if c.inputs[1] is None else ""
+        left, right = self._operands(c.inputs[0], c.inputs[1], scalar)
+        return tape.op(self.onnx_op, [left, right])
+
+
+class Add(Binary):
+    """a + b, the residual connection."""
+
+    symbol = "+"
+    onnx_op = "Add"
+
+
+class Sub(Binary):
+    """a - b."""
+
+    symbol = "-"
+    onnx_op = "Sub"
+
+
+class Mul(Binary):
+    """a * b, gating and scaling."""
+
+    symbol = "*"
+    onnx_op = "Mul"
+
+
+class Div(Binary):
+    """a / b."""
+
+    symbol = "/"
+    onnx_op = "Div"
+
+
+class Neg(Op):
+    """-x."""
+
+    family = "elementwise"
+    samples = ({"x": "float32[3, 4]"},)
+
+    def infer(self, x: TensorType) -> TensorType:
+        return x
+
+    def to_torch(self, c: Lowering) -> str:
+        return f"-{c.inputs[0]}"
+
+    def to_onnx(self, tape: Any, c: Lowering) -> str:
+        return tape.op("Neg", [c.inputs[0]])

@@ -1,0 +1,5 @@
+"""Grammar loading and parsing: text in, AST out, errors as diagnostics."""
+
+from flashc.syntax.parser import parse
+
+__all__ = ["parse"]

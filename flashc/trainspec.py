@@ -1,0 +1,232 @@
+"""Checks the `train` section against the model and the known training vocabulary.
+
+The loop itself lives in ``flashc.train``; here every loss, optimizer, schedule
+and setting is validated so that `flashc check` catches a typo in the train
+section as early as one in the model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flashc.diagnostics import Diagnostic, did_you_mean
+from flashc.ir.graph import Graph
+from flashc.ir.train import Choice, LossTerm, Penalty, TrainConfig
+from flashc.ops.base import Param
+from flashc.syntax import ast
+
+if TYPE_CHECKING:
+    from flashc.build import Builder, Scope
+
+LR = Param(float, doc="learning rate")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A trainable choice's name, its tensor arguments and its options."""
+
+    name: str
+    params: dict[str, Param]
+    tensors: int = 0
+    doc: str = ""
+
+
+def _schemas(*items: Schema) -> dict[str, Schema]:
+    return {s.name: s for s in items}
+
+
+LOSSES = _schemas(
+    Schema("cross_entropy", {"weight": Param("floats", None), "label_smoothing": Param(float, 0.0),
+                             "ignore_index": Param(int, -100)}, 2, "logits vs class ids"),
+    Schema("binary_cross_entropy", {"pos_weight": Param(float, None)}, 2, "logits vs 0/1 targets"),
+    Schema("kl_div", {"form": Param(str, "gaussian", choices=("gaussian", "log_probs"))}, 2,
+           "gaussian: KL(N(mu, exp(logvar)) || N(0, 1)); log_probs: KL(target || input)"),
+    Schema("mse", {}, 2), Schema("mae", {}, 2), Schema("huber", {"delta": Param(float, 1.0)}, 2),
+    Schema("hinge", {"margin": Param(float, 1.0)}, 2, "multi-class margin loss on logits"),
+    Schema("contrastive", {"margin": Param(float, 1.0)}, 3, "embeddings a, b and 1 for same pairs"),
+    Schema("dice", {"smooth": Param(float, 1.0)}, 2, "mask logits vs 0/1 masks"),
+    Schema("perceptual", {"network": Param("name"), "weights": Param(str, None)}, 2,
+           "distance between features of a frozen sub-network"),
+)
+OPTIMIZERS = _schemas(
+    Schema("sgd", {"lr": LR, "momentum": Param(float, 0.0), "nesterov": Param(bool, False), "weight_decay": Param(float, 0.0)}),
+    Schema("adam", {"lr": Param(float, 1e-3), "betas": Param("floats", (0.9, 0.999)), "eps": Param(float, 1e-8),
+                    "weight_decay": Param(float, 0.0)}),
+    Schema("adamw", {"lr": Param(float, 1e-3), "betas": Param("floats", (0.9, 0.999)), "eps": Param(float, 1e-8),
+                     "weight_decay": Param(float, 0.01)}),
+    Schema("rmsprop", {"lr": Param(float, 1e-2), "alpha": Param(float, 0.99), "momentum": Param(float, 0.0),
+                       "eps": Param(float, 1e-8), "weight_decay": Param(float, 0.0)}),
+    Schema("adagrad", {"lr": Param(float, 1e-2), "weight_decay": Param(float, 0.0)}),
+)
+SCHEDULES = _schemas(
+    Schema("constant", {}),
+    Schema("step", {"step_size": Param(int), "gamma": Param(float, 0.1)}),
+    Schema("exponential", {"gamma": Param(float)}),
+    Schema("cosine", {"t_max": Param(int, None), "min_lr": Param(float, 0.0)}),
+    Schema("warmup_cosine", {"warmup": Param(int), "min_lr": Param(float, 0.0)}),
+    Schema("reduce_on_plateau", {"factor": Param(float, 0.1), "patience": Param(int, 10), "monitor": Param("name", "val_loss")}),
+)
+ADVERSARIAL = _schemas(
+    Schema("fgsm", {"epsilon": Param(float), "share": Param(float, 0.5)}),
+    Schema("pgd", {"epsilon": Param(float), "steps": Param(int, 7), "alpha": Param(float, None), "share": Param(float, 0.5)}),
+)
+PENALTIES = _schemas(Schema("l1", {"strength": Param(float)}), Schema("l2", {"strength": Param(float)}))
+EARLY_STOP = Schema("early_stop", {
+    "monitor": Param("name", "val_loss"), "mode": Param(str, "min", choices=("min", "max")),
+    "patience": Param(int, 5), "min_delta": Param(float, 0.0), "restore_best": Param(bool, False),
+})
+SETTINGS = ("optimizer", "schedule", "batch", "epochs", "early_stop", "adversarial", "clip_grad", "seed", "validation")
+
+
+def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> tuple[TrainConfig | None, list[Diagnostic]]:
+    """Validate a train section; returns the config and any problems found."""
+    from flashc.build import _Abort
+
+    before = len(b.diagnostics)
+    targets: dict[str, Any] = {}
+    found: dict[str, Any] = {"penalties": []}
+    tensor_names = {n for n, _ in graph.outputs} | {v.name for v in graph.inputs}
+    for stmt in section.body:
+        try:
+            if isinstance(stmt, ast.Target):
+                targets[stmt.name] = b.tensor_type(stmt.type, scope)
+            elif isinstance(stmt, ast.Loss):
+                found["loss"] = (stmt, None)
+            elif isinstance(stmt, ast.Regularize):
+                found["penalties"].append(_penalty(stmt, graph, scope, b))
+            elif stmt.name not in SETTINGS:
+                raise b.fail(stmt.span, f"unknown train setting `{stmt.name}`",
+                             did_you_mean(stmt.name, SETTINGS + ("loss", "target", "regularize")))
+            else:
+                found[stmt.name] = _setting(stmt, scope, b)
+        except _Abort:
+            pass
+    loss = None
+    if "loss" not in found:
+        b.diagnostics.append(Diagnostic(section.span, "the train section has no `loss`"))
+    else:
+        try:
+            loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b)
+        except _Abort:
+            pass
+    if "optimizer" not in found:
+        b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
+    problems = b.diagnostics[before:]
+    del b.diagnostics[before:]
+    if problems:
+        return None, problems
+    config = TrainConfig(
+        targets=tuple(targets.items()), loss=loss, optimizer=found["optimizer"], schedule=found.get("schedule"),
+        batch=found.get("batch", 32), epochs=found.get("epochs", 10), early_stop=found.get("early_stop"),
+        penalties=tuple(found["penalties"]), adversarial=found.get("adversarial"), clip_grad=found.get("clip_grad"),
+        seed=found.get("seed", 0), settings={"validation": found.get("validation", 0.1)}, span=section.span,
+    )
+    return config, []
+
+
+def _choice(e: Any, table: dict[str, Schema], what: str, scope: Scope, b: Builder) -> Choice:
+    """`adamw(lr = 3e-4)` or a bare `adamw` checked against its schema."""
+    call = e if isinstance(e, ast.Call) else ast.Call(e.span, e, ())
+    if not isinstance(call.func, ast.Name):
+        raise b.fail(e.span, f"expected a {what} name")
+    name = call.func.id
+    if name not in table:
+        raise b.fail(call.func.span, f"unknown {what} `{name}`", did_you_mean(name, table) or f"known: {', '.join(table)}")
+    return Choice(name, tuple(_options(table[name], call.args, scope, b, call.span).items()), call.span)
+
+
+def _options(schema: Schema, args: tuple, scope: Scope, b: Builder, span: Any) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    order = list(schema.params)
+    for i, arg in enumerate(args):
+        key = arg.name
+        if key is None:
+            if isinstance(arg.value, ast.Name) and schema.params.get(arg.value.id, Param(int)).kind is bool:
+                given[arg.value.id] = True
+                continue
+            if i >= len(order):
+                raise b.fail(arg.span, f"`{schema.name}` takes at most {len(order)} argument(s)")
+            key = order[i]
+        if key not in schema.params:
+            raise b.fail(arg.span, f"`{schema.name}` has no option `{key}`", did_you_mean(key, schema.params))
+        param = schema.params[key]
+        if param.kind == "name" and isinstance(arg.value, ast.Name):
+            value = arg.value.id
+        else:
+            value = b.eval(arg.value, scope)
+        given[key] = b.check_param(schema, key, (value, arg.span))
+    for key, param in schema.params.items():
+        if key not in given:
+            if param.required:
+                raise b.fail(span, f"`{schema.name}` needs `{key}`")
+            given[key] = param.default
+    return given
+
+
+def _setting(stmt: ast.Setting, scope: Scope, b: Builder) -> Any:
+    first = stmt.args[0]
+    if stmt.name == "optimizer":
+        return _choice(first.value, OPTIMIZERS, "optimizer", scope, b)
+    if stmt.name == "schedule":
+        return _choice(first.value, SCHEDULES, "schedule", scope, b)
+    if stmt.name == "adversarial":
+        return _choice(first.value, ADVERSARIAL, "adversarial attack", scope, b)
+    if stmt.name == "early_stop":
+        return Choice("early_stop", tuple(_options(EARLY_STOP, stmt.args, scope, b, stmt.span).items()), stmt.span)
+    if stmt.name == "batch" and isinstance(first.value, ast.Name) and first.value.id == "full":
+        return "full"
+    value = b.eval(first.value, scope)
+    if stmt.name in ("batch", "epochs", "seed"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if stmt.name == "seed" else 1):
+            hint = "`batch full` (batch GD), `batch N` (mini-batch) or `batch 1` (stochastic)" if stmt.name == "batch" else None
+            raise b.fail(first.span, f"`{stmt.name}` must be a whole number >= 1, got {value!r}", hint)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise b.fail(first.span, f"`{stmt.name}` must be a positive number, got {value!r}")
+    if stmt.name == "validation" and not value < 1:
+        raise b.fail(first.span, f"`validation` is the held-out share, between 0 and 1; got {value!r}")
+    return float(value)
+
+
+def _penalty(stmt: ast.Regularize, graph: Graph, scope: Scope, b: Builder) -> Penalty:
+    choice = _choice(stmt.expr, PENALTIES, "penalty", scope, b)
+    matched = tuple(p for p in graph.weights if not graph.weights[p].spec.buffer and any(fnmatch.fnmatchcase(p, pat) for pat in stmt.patterns))
+    if not matched:
+        raise b.fail(stmt.span, f"{', '.join(repr(p) for p in stmt.patterns)} matches no parameter",
+                     f"parameters look like {next(iter(graph.weights), 'linear.weight')!r}")
+    return Penalty(choice.name, choice.kwargs["strength"], stmt.patterns, matched, stmt.span)
+
+
+def _loss(e: Any, tensors: set[str], scope: Scope, b: Builder) -> LossTerm:
+    """A loss expression: built-in losses combined with numbers and + - * /."""
+    if isinstance(e, ast.Number):
+        return LossTerm("number", value=float(e.value), span=e.span)
+    if isinstance(e, ast.Name):
+        value = b.lookup(e, scope)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise b.fail(e.span, f"`{e.id}` is not a number; a loss combines losses and numbers")
+        return LossTerm("number", value=float(value), span=e.span)
+    if isinstance(e, ast.BinOp) and e.op in "+-*/":
+        return LossTerm("binop", name=e.op, children=(_loss(e.left, tensors, scope, b), _loss(e.right, tensors, scope, b)), span=e.span)
+    if isinstance(e, ast.Neg):
+        return LossTerm("neg", children=(_loss(e.operand, tensors, scope, b),), span=e.span)
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+        if e.func.id not in LOSSES:
+            raise b.fail(e.func.span, f"unknown loss `{e.func.id}`", did_you_mean(e.func.id, LOSSES) or f"known: {', '.join(LOSSES)}")
+        schema = LOSSES[e.func.id]
+        positional = [a for a in e.args if a.name is None]
+        names = []
+        for a in positional[: schema.tensors]:
+            if not isinstance(a.value, ast.Name) or a.value.id not in tensors:
+                got = a.value.id if isinstance(a.value, ast.Name) else "an expression"
+                raise b.fail(a.span, f"`{e.func.id}` reads model outputs, inputs or targets; `{got}` is none of them",
+                             did_you_mean(got, tensors) if isinstance(a.value, ast.Name) else None)
+            names.append(a.value.id)
+        if len(names) < schema.tensors:
+            raise b.fail(e.span, f"`{e.func.id}` needs {schema.tensors} tensors, got {len(names)}")
+        rest = tuple(a for a in e.args if a not in positional[: schema.tensors])
+        options = _options(schema, rest, scope, b, e.span)
+        return LossTerm("call", name=e.func.id, args=tuple(names), options=tuple(options.items()), span=e.span)
+    raise b.fail(e.span, "a loss is built from loss calls, numbers and + - * /")
