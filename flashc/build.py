@@ -121,6 +121,7 @@ class Repeat:
     block: Block
     shared: bool
     span: Span
+    path: str | None = None  # set when named: `blocks = repeat(12, Decoder)`
 
 
 @dataclass
@@ -168,11 +169,11 @@ class Builder:
                 hint = did_you_mean(key, declared) or f"the parameters of {model.name} are: {', '.join(sorted(declared)) or 'none'}"
                 self.diagnostics.append(Diagnostic(model.span, f"unknown parameter `{key}` for model {model.name}", hint))
         for p in model.params:
-            if p.name in self.overrides:
-                scope.vars[p.name] = self.overrides[p.name]
-                continue
             try:
-                scope.vars[p.name] = self.constant(self.eval(p.default, scope), p.default.span, f"parameter `{p.name}`")
+                default = self.constant(self.eval(p.default, scope), p.default.span, f"parameter `{p.name}`")
+                scope.vars[p.name] = default
+                if p.name in self.overrides:
+                    scope.vars[p.name] = self.override(p, default, self.overrides[p.name])
             except _Abort:
                 scope.vars[p.name] = POISON
         self.run_body(model.body, scope)
@@ -181,6 +182,21 @@ class Builder:
                 Diagnostic(model.span, f"model {model.name} declares no output", "add `output y = ...`")
             )
         return scope
+
+    def override(self, p: ast.ParamDecl, default: Any, value: Any) -> Any:
+        """An overriding value must have the kind of the default it replaces."""
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) and isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float))
+            value = float(value) if ok else value
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            raise self.fail(p.span, f"cannot set `{p.name}` to {value!r}: it is {describe(default)}, so the new value must be of the same kind")
+        return value
 
     def run_body(self, body: tuple, scope: Scope) -> list[Any] | None:
         """Run statements; return the values of a `return`, if any."""
@@ -223,6 +239,7 @@ class Builder:
         for axis, d in enumerate(type_.shape):
             if isinstance(d, Sym) and d.op == "name":
                 self.dim_sources.setdefault(d.args[0], (value, axis))
+                scope.vars.setdefault(d.args[0], d)
         self.inputs.append(value)
         scope.vars[stmt.name] = Tensor(value)
 
@@ -266,6 +283,8 @@ class Builder:
         elif isinstance(value, Block) and value.path is None and value.node.name != name:
             path = self.claim_path(self.binding_path(name, scope), scope.owner)
             value = replace(value, path=path, owner=(scope.owner, path))
+        elif isinstance(value, Repeat) and value.path is None:
+            value = replace(value, path=self.claim_path(self.binding_path(name, scope), scope.owner))
         elif isinstance(value, Tensor):
             local = name if not scope.prefix else f"{scope.prefix.replace('.', '_')}_{name}"
             self.renames.setdefault(value.value.name, local)
@@ -666,9 +685,7 @@ class Builder:
             bound[key] = value
         missing = [p for p in params if p.name not in bound and p.default is None]
         if missing:
-            if not any(isinstance(v, Tensor) for v in bound.values()):
-                return replace(block, bound=bound)
-            raise self.fail(span, f"block {block.node.name} is missing `{missing[0].name}`")
+            return replace(block, bound=bound)
         if block.path is not None:
             prefix, owner = block.path, block.owner
         else:
@@ -721,9 +738,12 @@ class Builder:
     def apply_repeat(self, rep: Repeat, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
         if kwargs or len(args) != 1 or not isinstance(args[0][0], Tensor):
             raise self.fail(span, "a repeat is applied to one tensor")
-        container = scope.fresh(snake(rep.block.node.name))
-        owner = (scope.owner, container)
-        container = self.claim_path(container, owner)
+        if rep.path is not None:
+            container, owner = rep.path, scope.owner
+        else:
+            container = scope.fresh(snake(rep.block.node.name))
+            owner = (scope.owner, container)
+            container = self.claim_path(container, owner)
         x = args[0][0]
         first = rep.block.node.params[0].name
         for i in range(rep.count):
@@ -781,7 +801,8 @@ def describe(value: Any) -> str:
     if isinstance(value, Layer):
         return f"the layer `{value.path or value.op.name}`"
     if isinstance(value, Block):
-        return f"the block {value.node.name}"
+        missing = [p.name for p in value.node.params if p.name not in value.bound and p.default is None]
+        return f"the block {value.node.name}" + (f" (not applied: `{missing[0]}` is missing)" if missing else "")
     if isinstance(value, Repeat):
         return "a repeat"
     if isinstance(value, WeightRef):

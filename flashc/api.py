@@ -1,0 +1,93 @@
+"""The Python face of flashc: load a spec, lower it, get weights in and out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flashc.build import build, read_source
+from flashc.check import render_table, summary, to_json
+from flashc.ir.graph import Graph
+from flashc.weights import init_weights, load_safetensors, write_atomic
+
+Weights = dict[str, Any] | str | Path | None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed and checked spec: the IR plus where it came from."""
+
+    graph: Graph
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def parameter_count(self) -> int:
+        return self.graph.parameter_count
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return {v.name: str(v.type) for v in self.graph.inputs}
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {n: str(v.type) for n, v in self.graph.outputs}
+
+    @property
+    def train(self) -> Any:
+        return self.graph.train
+
+    def summary(self) -> list:
+        return summary(self.graph)
+
+    def table(self) -> str:
+        return render_table(self.graph)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self.graph)
+
+    def init_weights(self, seed: int = 0) -> dict[str, Any]:
+        """Seeded weights as numpy arrays, keyed by state-dict path."""
+        return init_weights(self.graph, seed)
+
+    def to_torch(self, weights: Weights = None, seed: int = 0) -> Any:
+        """A torch.nn.Module; weights from a dict/state_dict or a .safetensors path."""
+        from flashc.backends.torch import to_torch
+
+        return to_torch(self.graph, _weights(weights), seed)
+
+    def torch_source(self) -> str:
+        from flashc.backends.torch import torch_source
+
+        return torch_source(self.graph)
+
+    def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
+                opset: int | None = None) -> Any:
+        """An onnx.ModelProto, also written atomically to ``path`` when given."""
+        from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model
+
+        model = to_onnx_model(self.graph, _weights(weights), seed, opset or DEFAULT_OPSET)
+        if path is not None:
+            write_atomic(path, model.SerializeToString())
+        return model
+
+
+def _weights(weights: Weights) -> dict[str, Any] | None:
+    if isinstance(weights, (str, Path)):
+        return load_safetensors(weights)
+    return weights
+
+
+def load(path: str | Path, model: str | None = None, **overrides: Any) -> Spec:
+    """Parse, build and check a .flash file; keyword arguments override its parameters."""
+    text = read_source(path)
+    return Spec(build(text, str(path), overrides, model=model, base=Path(path).parent), str(path))
+
+
+def loads(text: str, file: str = "<string>", model: str | None = None, **overrides: Any) -> Spec:
+    """Like :func:`load`, for spec text held in memory (imports resolve from the cwd)."""
+    return Spec(build(text, file, overrides, model=model, base=Path(".")), file)
