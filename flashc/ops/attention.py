@@ -125,14 +125,55 @@ class Attention(Op):
             return onnx_linear(tape, src, w[f"{name}.weight"], w.get(f"{name}.bias"), 3)
 
         q, k, v = project("q", x), project("k", kv), project("v", kv)
-        ins = [q, k, v]
+        keep = None
         if mask is not None:
             keep = tape.op("Not", [tape.op("Unsqueeze", [mask, tape.const([1, 2], "int64")])])  # [B, 1, 1, S]
+        if tape.opset >= 23:
+            y = self._fused(tape, x, q, k, v, mask, keep)
+        else:
+            y = self._decomposed(tape, q, k, v, keep, int(c.types[0].shape[-1]))
+        return project("out", y)
+
+    def _fused(self, tape: Any, x: str, q: str, k: str, v: str, mask: str | None, keep: str | None) -> str:
+        """Opset 23 `Attention` on [B, T, D] projections; heads split inside the op."""
+        ins = [q, k, v]
+        if keep is not None:
             rows = tape.op("Shape", [x], {"start": 1, "end": 2})
             batch = tape.op("Shape", [mask], {"start": 0, "end": 1})
             cols = tape.op("Shape", [mask], {"start": 1, "end": 2})
             shape = tape.op("Concat", [batch, tape.const([1], "int64"), rows, cols], {"axis": 0})
-            ins.append(tape.op("Expand", [keep, shape]))  # ORT wants [B, 1, T, S]
+            ins.append(tape.op("Expand", [keep, shape]))  # onnxruntime wants [B, 1, T, S]
         attrs = {"q_num_heads": self.heads, "kv_num_heads": self.heads, "is_causal": int(self.causal)}
-        y = tape.op("Attention", ins, attrs)
-        return project("out", y)
+        return tape.op("Attention", ins, attrs)
+
+    def _decomposed(self, tape: Any, q: str, k: str, v: str, keep: str | None, d: int) -> str:
+        """Standard ops for runtimes before opset 23: split heads, masked softmax, merge."""
+        h, dh = self.heads, d // self.heads
+        split = tape.const([0, 0, h, dh], "int64")
+
+        def heads(t: str, perm: list[int]) -> str:
+            return tape.op("Transpose", [tape.op("Reshape", [t, split])], {"perm": perm})
+
+        scores = tape.op("MatMul", [heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1])])  # [B, h, T, S]
+        scores = tape.op("Mul", [scores, tape.const(1 / math.sqrt(dh), "float32")])
+        allowed = keep
+        if self.causal:
+            rows = tape.op("Shape", [q], {"start": 1, "end": 2})
+            cols = tape.op("Shape", [k], {"start": 1, "end": 2})
+            ones = tape.op("ConstantOfShape", [tape.op("Concat", [rows, cols], {"axis": 0})],
+                           {"value": onnx_tensor_one()})
+            tril = tape.op("Cast", [tape.op("Trilu", [ones], {"upper": 0})], {"to": 9})  # bool [T, S]
+            allowed = tril if allowed is None else tape.op("And", [allowed, tril])
+        if allowed is not None:
+            scores = tape.op("Where", [allowed, scores, tape.const(float("-inf"), "float32")])
+        probs = tape.op("Softmax", [scores], {"axis": -1})
+        y = tape.op("MatMul", [probs, heads(v, [0, 2, 1, 3])])  # [B, h, T, dh]
+        merged = tape.op("Transpose", [y], {"perm": [0, 2, 1, 3]})
+        return tape.op("Reshape", [merged, tape.const([0, 0, d], "int64")])
+
+
+def onnx_tensor_one() -> Any:
+    """A float 1 as an ONNX attribute tensor (ConstantOfShape's fill value)."""
+    from onnx import helper
+
+    return helper.make_tensor("one", 1, [1], [1.0])

@@ -26,5 +26,7 @@ class Mean(Op):
         return f"{c.inputs[0]}.mean({self.axis}, keepdim={self.keepdim})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
+        if tape.opset < 18:  # axes became an input in opset 18
+            return tape.op("ReduceMean", [c.inputs[0]], {"axes": [self.axis], "keepdims": int(self.keepdim)})
         axes = tape.const([self.axis], "int64")
         return tape.op("ReduceMean", [c.inputs[0], axes], {"keepdims": int(self.keepdim)})
