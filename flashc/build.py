@@ -29,6 +29,16 @@ from flashc.syntax.parser import parse
 RESERVED = {"self", "torch", "nn", "F", "math"} | set(keyword.kwlist)
 CONSTANTS = {"true": True, "false": False}
 BUILTINS = ("repeat",)
+# Attributes every torch.nn.Module already has: a layer may not be named like them.
+MODULE_ATTRS = frozenset({
+    "training", "forward", "state_dict", "load_state_dict", "parameters", "named_parameters", "buffers",
+    "named_buffers", "children", "named_children", "modules", "named_modules", "train", "eval", "to", "cuda",
+    "cpu", "apply", "type", "float", "double", "half", "bfloat16", "zero_grad", "register_buffer",
+    "register_parameter", "register_module", "add_module", "requires_grad_", "extra_repr", "get_submodule",
+    "get_parameter", "get_buffer", "share_memory", "dump_patches", "call_super_init", "input_names",
+    "output_names", "flashc_source",
+})
+CLASS_NAMES_TAKEN = frozenset({"torch", "nn", "F", "math", "MultiHeadAttention"})
 
 
 class Poison:
@@ -84,6 +94,8 @@ class Scope:
 
     def fresh(self, base: str) -> str:
         """A layer name unique in this scope: base, base_1, base_2, ..."""
+        if base in MODULE_ATTRS:
+            base = f"{base}_block"
         n = self.counters.get(base, 0)
         self.counters[base] = n + 1
         return self.path(base if n == 0 else f"{base}_{n}")
@@ -161,6 +173,8 @@ class Builder:
     # --- model ----------------------------------------------------------------------------
     def build_model(self, model: ast.Model, blocks: dict[str, ast.BlockDef]) -> Scope:
         scope = Scope({}, None, "", owner=object())
+        if model.name in CLASS_NAMES_TAKEN:
+            self.diagnostics.append(Diagnostic(model.span, f"`{model.name}` cannot name a model: generated code uses it"))
         for name, node in blocks.items():
             scope.vars[name] = Block(node, scope)
         declared = {p.name for p in model.params}
@@ -273,11 +287,14 @@ class Builder:
             if len(items) != len(stmt.targets):
                 raise self.fail(stmt.span, f"{len(stmt.targets)} names on the left but {len(items)} values on the right")
             for name, item in zip(stmt.targets, items):
-                self.bind(name, item, scope)
+                self.bind(name, item, scope, stmt.span)
         else:
-            self.bind(stmt.targets[0], value, scope)
+            self.bind(stmt.targets[0], value, scope, stmt.span)
 
-    def bind(self, name: str, value: Any, scope: Scope) -> None:
+    def bind(self, name: str, value: Any, scope: Scope, span: Span | None = None) -> None:
+        if isinstance(value, (Layer, Block, Repeat)) and name in MODULE_ATTRS:
+            raise self.fail(span or Span.unknown(self.file), f"`{name}` cannot name a layer: torch modules already use it",
+                            f"try `{name}_layer`")
         if isinstance(value, Layer) and value.path is None:
             value.path = self.claim_path(self.binding_path(name, scope), scope.owner)
         elif isinstance(value, Block) and value.path is None and value.node.name != name:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from flashc.diagnostics import FlashError, Span, error
+from flashc.diagnostics import Span, error
 from flashc.ir.graph import Graph
 
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64,
@@ -30,10 +30,13 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         spec = graph.weights[path].spec
         kind, *args = spec.init
         dtype = NUMPY_DTYPES[spec.dtype]
-        if kind == "uniform":
-            arr = rng.uniform(-args[0], args[0], spec.shape)
+        if kind == "uniform":  # drawn in float32 directly: no float64 copy of large tables
+            arr = rng.random(spec.shape, dtype=np.float32)
+            arr *= np.float32(2 * args[0])
+            arr -= np.float32(args[0])
         elif kind == "normal":
-            arr = rng.normal(0.0, args[0], spec.shape)
+            arr = rng.standard_normal(spec.shape, dtype=np.float32)
+            arr *= np.float32(args[0])
         elif kind == "ones":
             arr = np.ones(spec.shape)
         else:
@@ -96,11 +99,14 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise FlashError([error(Span.unknown(str(path)), f"output directory {directory} does not exist").diagnostics[0]])
+        raise error(Span.unknown(str(path)), f"output directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
