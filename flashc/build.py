@@ -524,13 +524,13 @@ class Builder:
             if tensors_only:
                 raise self.fail(aspan, f"layer `{cls.name}` already has its settings; pass only tensors here")
             slots = [s for s in slots if s.variadic]  # a setting ends the tensor arguments
-            while param_i < len(params) and params[param_i] in attrs:
+            while param_i < len(params) and params[param_i] in attrs and cls.params[params[param_i]].kind != "shape":
                 param_i += 1
             if param_i >= len(params):
                 raise self.fail(aspan, f"`{cls.name}` takes at most {len(cls.params)} setting(s), got {describe(value)} as one more")
             name = params[param_i]
-            if cls.params[name].kind == "shape":
-                attrs[name] = attrs.get(name, ()) + (value,)
+            if cls.params[name].kind == "shape":  # collects every remaining positional argument
+                attrs.setdefault(name, []).append((value, aspan))
                 continue
             attrs[name] = (value, aspan)
             param_i += 1
@@ -559,14 +559,12 @@ class Builder:
     def check_param(self, cls: type[Op], name: str, given: Any) -> Any:
         param: Param = cls.params[name]
         if param.kind == "shape":
-            items = given if isinstance(given, tuple) and not (len(given) == 2 and isinstance(given[1], Span)) else (given,)
+            pairs = given if isinstance(given, list) else [given]
             dims = []
-            for item in items:
-                value, aspan = item if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Span) else (item, None)
-                values = value if isinstance(value, tuple) else (value,)
-                for v in values:
+            for value, aspan in pairs:
+                for v in value if isinstance(value, tuple) else (value,):
                     if isinstance(v, bool) or not isinstance(v, (int, Sym)):
-                        raise self.fail(aspan or Span.unknown(self.file), f"`{cls.name}` {name} must be whole numbers or dims, got {describe(v)}")
+                        raise self.fail(aspan, f"`{cls.name}` {name} must be whole numbers or dims, got {describe(v)}")
                     dims.append(v)
             return tuple(dims)
         value, aspan = given

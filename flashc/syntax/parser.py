@@ -246,6 +246,8 @@ def _hint(tok: Token, expected: list[str]) -> str | None:
         return f"to apply `{tok}`, chain it with `|>`"
     if tok.type == "EQUAL" and "`:`" in expected:
         return "an input is declared as `input x: float32[B, 4]`"
+    if set(expected) == {"`,`", "`=`"}:
+        return "a statement is `name = expression`; to apply a layer to a value, chain it with `|>`"
     if "`:`" in expected:
         return "an input needs a type: `input x: float32[B, 4]`"
     return None
