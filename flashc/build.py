@@ -21,7 +21,7 @@ from flashc import ops as _ops  # noqa: F401  (registers every op)
 from flashc.diagnostics import Diagnostic, FlashError, Span, did_you_mean, error
 from flashc.ir.dims import Dim, Sym
 from flashc.ir.graph import Graph, Node, Value, Weight, WeightSpec
-from flashc.ir.types import DTYPES, TensorType
+from flashc.ir.types import DTYPES, INPUT_DTYPES, TensorType
 from flashc.ops.base import REGISTRY, Op, Param, snake
 from flashc.syntax import ast
 from flashc.syntax.parser import parse
@@ -171,12 +171,22 @@ class Builder:
         raise AssertionError("unreachable")
 
     # --- model ----------------------------------------------------------------------------
-    def build_model(self, model: ast.Model, blocks: dict[str, ast.BlockDef]) -> Scope:
+    def build_model(self, model: ast.Model, blocks: dict[str, tuple[ast.BlockDef, dict]]) -> Scope:
         scope = Scope({}, None, "", owner=object())
         if model.name in CLASS_NAMES_TAKEN:
             self.diagnostics.append(Diagnostic(model.span, f"`{model.name}` cannot name a model: generated code uses it"))
-        for name, node in blocks.items():
-            scope.vars[name] = Block(node, scope)
+        libraries: dict[int, Scope] = {}
+
+        def library_scope(lib: dict[str, Any]) -> Scope:
+            """Imported blocks see the blocks of their own file, then the model's names."""
+            if id(lib) not in libraries:
+                libraries[id(lib)] = Scope({}, scope, "", scope.owner)
+                for n, (nd, own) in lib.items():
+                    libraries[id(lib)].vars[n] = Block(nd, library_scope(own))
+            return libraries[id(lib)]
+
+        for name, (node, lib) in blocks.items():
+            scope.vars[name] = Block(node, library_scope(lib))
         declared = {p.name for p in model.params}
         for key in self.overrides:
             if key not in declared:
@@ -260,6 +270,9 @@ class Builder:
     def tensor_type(self, t: ast.TypeExpr, scope: Scope) -> TensorType:
         if t.dtype not in DTYPES:
             raise self.fail(t.dtype_span, f"unknown dtype `{t.dtype}`", did_you_mean(t.dtype, DTYPES))
+        if t.dtype not in INPUT_DTYPES:
+            raise self.fail(t.dtype_span, f"inputs may be {', '.join(INPUT_DTYPES)}; got `{t.dtype}`",
+                            "flashc computes in float32 (weights are float32)")
         dims: list[Dim] = []
         for d in t.dims:
             if isinstance(d, ast.Name) and not self.defined(d.id, scope):
@@ -854,7 +867,11 @@ def read_source(path: str | Path) -> str:
 
 
 def collect_blocks(module: ast.Module, base: Path, sources: dict[str, str], seen: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
-    """Blocks made visible by `import`, as (name, BlockDef) pairs, following nested imports."""
+    """Blocks made visible by `import`, as (name, (BlockDef, library of its file)) pairs.
+
+    A block's library maps every block name visible in the file that defines it,
+    so an imported block can use its neighbours and its own imports.
+    """
     for imp in module.imports:
         target = (base / imp.path).resolve()
         if str(target) in seen:
@@ -865,9 +882,9 @@ def collect_blocks(module: ast.Module, base: Path, sources: dict[str, str], seen
             raise error(imp.span, f"cannot import {imp.path}: {exc.diagnostics[0].message}") from None
         sources[str(target)] = text
         other = parse(text, str(target))
-        available: dict[str, ast.BlockDef] = dict(collect_blocks(other, target.parent, sources, (*seen, str(target))))
+        available: dict[str, Any] = dict(collect_blocks(other, target.parent, sources, (*seen, str(target))))
         for m in other.models:
-            available.update({s.name: s for s in m.body if isinstance(s, ast.BlockDef)})
+            available.update({s.name: (s, available) for s in m.body if isinstance(s, ast.BlockDef)})
         if imp.names is None:
             yield from available.items()
             continue

@@ -93,12 +93,18 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
             if isinstance(stmt, ast.Target):
                 targets[stmt.name] = b.tensor_type(stmt.type, scope)
             elif isinstance(stmt, ast.Loss):
+                if "loss" in found:
+                    raise b.fail(stmt.span, "`loss` is given twice", "combine terms in one expression: `loss a + b`")
                 found["loss"] = (stmt, None)
             elif isinstance(stmt, ast.Regularize):
                 found["penalties"].append(_penalty(stmt, graph, scope, b))
             elif stmt.name not in SETTINGS:
                 raise b.fail(stmt.span, f"unknown train setting `{stmt.name}`",
                              did_you_mean(stmt.name, SETTINGS + ("loss", "target", "regularize")))
+            elif stmt.name in found:
+                raise b.fail(stmt.span, f"`{stmt.name}` is given twice")
+            elif len(stmt.args) > 1 and stmt.name != "early_stop":
+                raise b.fail(stmt.args[1].span, f"`{stmt.name}` takes one value")
             else:
                 found[stmt.name] = _setting(stmt, scope, b)
         except _Abort:
@@ -152,7 +158,8 @@ def _options(schema: Schema, args: tuple, scope: Scope, b: Builder, span: Any) -
         if key not in schema.params:
             raise b.fail(arg.span, f"`{schema.name}` has no option `{key}`", did_you_mean(key, schema.params))
         param = schema.params[key]
-        if param.kind == "name" and isinstance(arg.value, ast.Name):
+        bare = isinstance(arg.value, ast.Name) and not b.defined(arg.value.id, scope)
+        if (param.kind == "name" or param.kind is str) and bare:
             value = arg.value.id
         else:
             value = b.eval(arg.value, scope)

@@ -41,7 +41,7 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
             arr = np.ones(spec.shape)
         else:
             arr = np.zeros(spec.shape)
-        out[path] = np.ascontiguousarray(arr, dtype=dtype)
+        out[path] = np.array(arr, dtype=dtype, order="C")  # keeps 0-d shapes, unlike ascontiguousarray
     return out
 
 
@@ -68,7 +68,7 @@ def check_weights(graph: Graph, weights: Mapping[str, Any], origin: str = "weigh
         if tuple(arr.shape) != w.spec.shape:
             problems.append(f"`{path}` has shape {list(arr.shape)}, the spec needs {list(w.spec.shape)}")
             continue
-        out[path] = np.ascontiguousarray(arr, dtype=NUMPY_DTYPES[w.spec.dtype])
+        out[path] = np.array(arr, dtype=NUMPY_DTYPES[w.spec.dtype], order="C")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise error(Span.unknown(origin), f"{origin} do not fit model {graph.name}: {shown}")
@@ -90,7 +90,7 @@ def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
 def save_safetensors(weights: Mapping[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.numpy import save
 
-    data = save({k: np.ascontiguousarray(v) for k, v in to_numpy(weights).items()}, metadata=metadata)
+    data = save({k: np.array(v, order="C") for k, v in to_numpy(weights).items()}, metadata=metadata)
     write_atomic(path, data)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flashc.ir.dims import Dim, Sym, fmt
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
+INPUT_DTYPES = ("float32", "int64", "int32", "bool")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 INT_DTYPES = ("int64", "int32", "int8", "uint8")
 

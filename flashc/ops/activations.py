@@ -62,11 +62,12 @@ class Softplus(Activation):
     torch_expr = "F.softplus({x}, beta={beta}, threshold={threshold})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        if self.beta == 1.0:
-            return tape.op("Softplus", [c.inputs[0]])
+        x = c.inputs[0]
         beta = tape.const(self.beta, "float32")
-        scaled = tape.op("Softplus", [tape.op("Mul", [c.inputs[0], beta])])
-        return tape.op("Div", [scaled, beta])
+        scaled = tape.op("Mul", [x, beta])
+        soft = tape.op("Div", [tape.op("Softplus", [scaled]), beta])
+        linear = tape.op("Greater", [scaled, tape.const(self.threshold, "float32")])  # torch's switch to x
+        return tape.op("Where", [linear, x, soft])
 
 
 class LeakyRelu(Activation):

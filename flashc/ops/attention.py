@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from flashc.ir.dims import is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
@@ -164,9 +166,11 @@ class Attention(Op):
                            {"value": onnx_tensor_one()})
             tril = tape.op("Cast", [tape.op("Trilu", [ones], {"upper": 0})], {"to": 9})  # bool [T, S]
             allowed = tril if allowed is None else tape.op("And", [allowed, tril])
-        if allowed is not None:
-            scores = tape.op("Where", [allowed, scores, tape.const(float("-inf"), "float32")])
+        if allowed is not None:  # a row with no allowed key gets zero weights, as in torch and opset 23
+            scores = tape.op("Where", [allowed, scores, tape.const(float(np.finfo(np.float32).min), "float32")])
         probs = tape.op("Softmax", [scores], {"axis": -1})
+        if allowed is not None:
+            probs = tape.op("Where", [allowed, probs, tape.const(0.0, "float32")])
         y = tape.op("MatMul", [probs, heads(v, [0, 2, 1, 3])])  # [B, h, T, dh]
         merged = tape.op("Transpose", [y], {"perm": [0, 2, 1, 3]})
         return tape.op("Reshape", [merged, tape.const([0, 0, d], "int64")])

@@ -48,8 +48,14 @@ class Binary(Op):
     onnx_op: ClassVar[str] = ""
 
     def infer(self, a: TensorType, b: TensorType | None = None) -> TensorType:
+        if self.name == "div":
+            self.require(a.is_float and (b is None or b.is_float), f"`/` needs float tensors, got {a}" + (f" and {b}" if b else ""))
         if b is None:
             self.require(self.scalar is not None, f"`{self.name}` needs two operands")
+            self.require(
+                a.is_float or float(self.scalar).is_integer(),
+                f"cannot combine the integer tensor {a} with the fraction {self.scalar}",
+            )
             return a
         self.require(
             a.dtype == b.dtype,
@@ -63,7 +69,8 @@ class Binary(Op):
         return (other, a) if self.scalar_first else (a, other)
 
     def to_torch(self, c: Lowering) -> str:
-        left, right = self._operands(c.inputs[0], c.inputs[1], repr(self.scalar))
+        scalar = repr(self.scalar) if c.out_types[0].is_float or self.scalar is None else repr(int(self.scalar))
+        left, right = self._operands(c.inputs[0], c.inputs[1], scalar)
         return f"{left} {self.symbol} {right}"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:

@@ -9,6 +9,17 @@ from flashc.ir.types import TensorType
 from flashc.ops.base import Input, Lowering, Op, Param
 
 
+def _factors(shape: tuple[Dim, ...]) -> tuple[int, list[str]]:
+    """A shape's element count as (static coefficient, sorted symbolic factors)."""
+    coeff, syms = 1, []
+    for d in shape:
+        if is_static(d):
+            coeff *= int(d)
+        else:
+            syms.append(str(d))
+    return coeff, sorted(syms)
+
+
 def normalize_axis(op: Op, axis: int, rank: int) -> int:
     op.require(-rank <= axis < rank, f"`{op.name}` axis {axis} is out of range for rank {rank}")
     return axis % rank
@@ -42,6 +53,11 @@ class Reshape(Op):
 
     def _targets(self, x: TensorType) -> list[int | str]:
         """Each target dim as a literal, 'same' (copy input axis) or 'infer' (-1)."""
+        self.require(
+            all(not is_static(d) or d >= 1 for d in self.shape),
+            f"reshape dims must be positive, got {list(self.shape)}",
+            "write each size, or a symbolic name such as B or T (one of them is inferred)",
+        )
         out: list[int | str] = []
         for axis, d in enumerate(self.shape):
             if is_static(d):
@@ -60,9 +76,13 @@ class Reshape(Op):
 
     def infer(self, x: TensorType) -> TensorType:
         self._targets(x)
-        before, after = product(x.shape), product(tuple(self.shape))
-        if is_static(before) and is_static(after):
-            self.require(before == after, f"cannot reshape {x.shape_str()} ({before} elements) into {list(self.shape)}")
+        before, after = _factors(x.shape), _factors(tuple(self.shape))
+        if before[1] == after[1]:  # same symbolic factors: the static parts must match
+            self.require(
+                before[0] == after[0],
+                f"cannot reshape {x.shape_str()} ({product(x.shape)} elements) into "
+                f"[{', '.join(str(d) for d in self.shape)}] ({product(tuple(self.shape))} elements)",
+            )
         return x.with_shape(tuple(self.shape))
 
     def to_torch(self, c: Lowering) -> str:
