@@ -65,6 +65,13 @@ class Spec:
 
         return torch_source(self.graph)
 
+    def fit(self, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
+            device: str = "cpu", quiet: bool = False) -> Any:
+        """Train as the spec's `train` section says; data is a file, a built-in name or a dict of arrays."""
+        from flashc.train.loop import fit
+
+        return fit(self, data, out, epochs=epochs, resume=resume, device=device, quiet=quiet)
+
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
                 opset: int | None = None) -> Any:
         """An onnx.ModelProto, also written atomically to ``path`` when given."""

@@ -16,6 +16,9 @@ EXAMPLES = {
     "compile": "examples:\n  flashc compile specs/lenet5.flash --target onnx -o lenet5.onnx\n"
                "  flashc compile specs/gpt2.flash --target torch -o gpt2.py --set depth=2\n"
                "  flashc compile specs/mlp_digits.flash --target onnx -o mlp.onnx --weights run/best.safetensors",
+    "train": "examples:\n  flashc train specs/mlp_digits.flash --data digits -o runs/mlp\n"
+             "  flashc train --resume runs/mlp --epochs 40\n"
+             "  flashc compile specs/mlp_digits.flash --target onnx --weights runs/mlp/best.safetensors -o mlp.onnx",
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
 }
 
@@ -71,6 +74,31 @@ def cmd_compile(args: argparse.Namespace) -> int:
         spec.to_onnx(out, weights=args.weights, seed=args.seed, opset=args.opset)
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target})")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = Path(args.output) if args.output else None
+    if args.resume:
+        run = Path(args.resume)
+        config_file = run / "run.json"
+        if not config_file.is_file():
+            raise UsageError(f"{run} is not a run directory (no run.json)")
+        saved = json.loads(config_file.read_text())
+        spec_path, data, sets = saved["spec"], saved["data"], saved["set"]
+        epochs = args.epochs or saved.get("epochs")
+    else:
+        if not args.spec or not args.data or run is None:
+            raise UsageError("train needs SPEC, --data and -o RUN/ (or --resume RUN/)")
+        spec_path, data, sets, epochs = args.spec, args.data, args.set, args.epochs
+    spec = flashc.load(spec_path, model=args.model, **parse_sets(sets))
+    run.mkdir(parents=True, exist_ok=True)
+    from flashc.weights import write_atomic
+
+    write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
+                                               "epochs": epochs}, indent=1).encode())
+    result = spec.fit(data, run, epochs=epochs, resume=bool(args.resume), device=args.device)
+    print(f"run saved in {run}/ (best.safetensors, last.safetensors, metrics.jsonl, metrics.csv, curve.png)")
+    return 1 if result.failed else 0
 
 
 def read_inputs(items: list[str], names: list[str]) -> dict[str, Any]:
@@ -179,6 +207,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23)")
     c.set_defaults(func=cmd_compile)
+
+    c = command("train", "Train a spec on data as its `train` section says; checkpoints and metrics go to RUN/.")
+    c.add_argument("spec", nargs="?", help="the .flash file (not needed with --resume)")
+    c.add_argument("--data", help=".npz, .safetensors, .csv, or a built-in: digits, digit_pairs, shapes, chars, blobs")
+    c.add_argument("-o", "--output", metavar="RUN", help="the run directory")
+    c.add_argument("--resume", metavar="RUN", help="continue the run in RUN/ from its last checkpoint")
+    c.add_argument("--epochs", type=int, help="total epochs (default: the spec's)")
+    c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a model parameter")
+    c.add_argument("--model", help="which model of the file (default: the first)")
+    c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    c.set_defaults(func=cmd_train)
 
     c = command("run", "Run an ONNX model in onnxruntime on .npy/.npz inputs.")
     c.add_argument("model", help="the .onnx file")

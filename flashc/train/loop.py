@@ -1,0 +1,364 @@
+"""The training loop: gradient descent as the spec's `train` section describes it.
+
+`batch full` takes one step per epoch (batch gradient descent), `batch N`
+mini-batches, `batch 1` one sample per step (stochastic). L1/L2 penalties are
+added to the loss (unlike AdamW's `weight_decay`, which shrinks weights
+directly and is not part of the loss or its gradient). Early stopping keeps
+the best weights and restores them at the end when asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flashc.diagnostics import Span, error
+from flashc.ir.graph import Graph
+from flashc.ir.train import TrainConfig
+from flashc.train import checkpoint
+from flashc.train.data import Dataset, Splits, load_data, split
+from flashc.train.losses import classification_output, evaluate, mse
+from flashc.train.optim import Schedule, make_optimizer
+from flashc.weights import write_atomic
+
+
+@dataclass
+class FitResult:
+    """What a run produced: per-epoch metrics, why it stopped, test metrics, the model."""
+
+    history: list[dict[str, float]]
+    stop_reason: str
+    best_epoch: int | None
+    test: dict[str, float]
+    run: Path | None
+    model: Any = field(repr=False, default=None)
+    failed: bool = False
+
+
+def _batches(n: int, batch: int | str, epoch: int, seed: int) -> list[np.ndarray]:
+    size = n if batch == "full" else int(batch)
+    order = np.random.default_rng(seed * 100_003 + epoch).permutation(n)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+class Trainer:
+    """One run: the model, its optimizer and schedule, and the bookkeeping around them."""
+
+    def __init__(self, spec: Any, splits: Splits, run: Path | None, device: str, quiet: bool):
+        self.spec = spec
+        self.graph: Graph = spec.graph
+        self.config: TrainConfig = spec.graph.train
+        self.splits = splits
+        self.run = run
+        self.device = torch.device(device)
+        self.quiet = quiet
+        torch.manual_seed(self.config.seed)
+        self.model = spec.to_torch(seed=self.config.seed).to(self.device)
+        self.weight_names = list(self.graph.weights)
+        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters())
+        steps = len(_batches(len(splits.train), self.config.batch, 0, 0))
+        self.schedule = Schedule(self.config.schedule, self.optimizer, self.config.epochs, steps)
+        self.input_names = [v.name for v in self.graph.inputs]
+        self.output_names = [n for n, _ in self.graph.outputs]
+        self.classify = classification_output(self.config.loss)
+        self.extra_losses = self._perceptual()
+        self.history: list[dict[str, float]] = []
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.epoch = 0
+
+    # --- pieces of a step ---------------------------------------------------------------
+    def _perceptual(self) -> dict[str, Callable[..., torch.Tensor]]:
+        """`perceptual(a, b, network = Name)`: MSE between features of a frozen model of the same file."""
+        terms = []
+
+        def walk(t: Any) -> None:
+            if t.kind == "call" and t.name == "perceptual":
+                terms.append(t)
+            for c in t.children:
+                walk(c)
+
+        walk(self.config.loss)
+        if not terms:
+            return {}
+        import flashc
+
+        opts = dict(terms[0].options)
+        feature_spec = flashc.load(self.spec.path, model=opts["network"])
+        weights = None
+        if opts.get("weights"):
+            weights = str(Path(self.spec.path).parent / opts["weights"])
+        net = feature_spec.to_torch(weights=weights).to(self.device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+
+        def perceptual(a: torch.Tensor, b: torch.Tensor, network: str = "", weights: str | None = None) -> torch.Tensor:
+            fa, fb = net(a), net(b)
+            return mse(fa, fb.detach())
+
+        return {"perceptual": perceptual}
+
+    def tensors(self, data: Dataset, index: np.ndarray) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(self.device) for k, v in data.arrays.items()}
+
+    def forward(self, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.model(*(env[n] for n in self.input_names))
+        outs = out if isinstance(out, tuple) else (out,)
+        return {**env, **dict(zip(self.output_names, outs))}
+
+    def loss(self, env: dict[str, torch.Tensor]) -> torch.Tensor:
+        full = self.forward(env)
+        return evaluate(self.config.loss, full, self.extra_losses).to(self.device), full
+
+    def penalty(self) -> torch.Tensor:
+        total = torch.zeros((), device=self.device)
+        for pen in self.config.penalties:
+            for path in pen.parameters:
+                w = self.model.get_parameter(path)
+                total = total + pen.strength * (w.abs().sum() if pen.kind == "l1" else w.pow(2).sum())
+        return total
+
+    def adversarial(self, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Replace a share of the batch by FGSM / PGD examples of the float inputs."""
+        adv = self.config.adversarial
+        if adv is None:
+            return env
+        o = adv.kwargs
+        floats = [n for n in self.input_names if env[n].is_floating_point()]
+        count = int(round(o["share"] * len(env[self.input_names[0]])))
+        if not floats or count == 0:
+            return env
+        steps = 1 if adv.name == "fgsm" else o["steps"]
+        alpha = o["epsilon"] if adv.name == "fgsm" else (o["alpha"] or 2.5 * o["epsilon"] / steps)
+        clean = {n: env[n][:count].detach() for n in floats}
+        x = {n: t.clone() for n, t in clean.items()}
+        if adv.name == "pgd":
+            x = {n: t + torch.empty_like(t).uniform_(-o["epsilon"], o["epsilon"]) for n, t in x.items()}
+        was_training = self.model.training
+        self.model.eval()
+        for _ in range(steps):
+            for t in x.values():
+                t.requires_grad_(True)
+            part = {k: (x[k] if k in x else v[:count]) for k, v in env.items()}
+            loss, _ = self.loss(part)
+            grads = torch.autograd.grad(loss, list(x.values()))
+            x = {n: (t + alpha * g.sign()).detach() for (n, t), g in zip(x.items(), grads)}
+            x = {n: torch.max(torch.min(t, clean[n] + o["epsilon"]), clean[n] - o["epsilon"]) for n, t in x.items()}
+        self.model.train(was_training)
+        return {k: (torch.cat([x[k], v[count:]]) if k in x else v) for k, v in env.items()}
+
+    # --- epochs -------------------------------------------------------------------------
+    def train_epoch(self, progress: Any) -> tuple[float, int, str | None]:
+        self.model.train()
+        total, count, steps = 0.0, 0, 0
+        for index in _batches(len(self.splits.train), self.config.batch, self.epoch, self.config.seed):
+            env = self.adversarial(self.tensors(self.splits.train, index))
+            loss, _ = self.loss(env)
+            loss = loss + self.penalty()
+            if not torch.isfinite(loss):
+                return total / max(count, 1), steps, f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {steps + 1}"
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            self.optimizer.step()
+            self.schedule.after_step()
+            steps += 1
+            total += loss.item() * len(index)
+            count += len(index)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
+        return total / max(count, 1), steps, None
+
+    @torch.no_grad()
+    def measure(self, data: Dataset, prefix: str) -> dict[str, float]:
+        """Loss (and accuracy / dice) over a split, in eval mode, in chunks."""
+        if len(data) == 0:
+            return {}
+        self.model.eval()
+        total, correct, n = 0.0, 0, 0
+        for start in range(0, len(data), 512):
+            index = np.arange(start, min(start + 512, len(data)))
+            loss, env = self.loss(self.tensors(data, index))
+            total += loss.item() * len(index)
+            n += len(index)
+            if self.classify:
+                logits, target = env[self.classify[0]], env[self.classify[1]]
+                correct += (logits.argmax(-1) == target).float().mean().item() * len(index)
+        out = {f"{prefix}_loss": total / n}
+        if self.classify:
+            out[f"{prefix}_accuracy"] = correct / n
+        return out
+
+    def improved(self, metrics: dict[str, float]) -> bool:
+        es = self.config.early_stop
+        monitor = es.kwargs["monitor"] if es else "val_loss"
+        if monitor not in metrics:
+            return self.best is None
+        value = metrics[monitor]
+        delta = es.kwargs["min_delta"] if es else 0.0
+        better = self.best is None or (
+            value < self.best - delta if (not es or es.kwargs["mode"] == "min") else value > self.best + delta
+        )
+        if better:
+            self.best = value
+        return better
+
+    # --- run directory --------------------------------------------------------------------
+    def save(self, tag: str, reason: str = "") -> None:
+        if self.run is None:
+            return
+        info = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "schedule": self.schedule.state_dict(), "history": self.history, "reason": reason}
+        checkpoint.save(self.run, tag, self.model, self.weight_names, self.optimizer, info)
+
+    def restore(self, tag: str) -> None:
+        weights, optim_state, info = checkpoint.load(self.run, tag)
+        self.model.load_state_dict(_with_aliases(self.graph, weights), strict=True)
+        self.optimizer.load_state_dict(optim_state)
+        self.schedule.load_state_dict(info["schedule"])
+        torch.set_rng_state(info["rng_torch"])
+        self.epoch, self.best, self.best_epoch = info["epoch"], info["best"], info["best_epoch"]
+        self.bad_epochs, self.history = info["bad_epochs"], info["history"]
+
+    def log(self, metrics: dict[str, float]) -> None:
+        if self.run is None:
+            return
+        with (self.run / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        keys = list(self.history[0])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_atomic(self.run / "metrics.csv", buf.getvalue().encode())
+
+
+def _with_aliases(graph: Graph, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the state-dict keys of tied weights (they alias another layer's tensor)."""
+    state = dict(weights)
+    for node in graph.nodes:
+        for local, target in node.weights:
+            if node.layer is not None and target != f"{node.layer}.{local}":
+                state[f"{node.layer}.{local}"] = state[target]
+    return state
+
+
+def _plot(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for key in ("train_loss", "val_loss"):
+        if key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], label=key, marker="o", markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    metrics = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
+    if metrics:
+        twin = ax.twinx()
+        twin.plot(epochs, [h[metrics[0]] for h in history], color="tab:green", label=metrics[0], linestyle="--")
+        twin.set_ylabel(metrics[0])
+        twin.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
+        device: str = "cpu", quiet: bool = False, test_share: float = 0.1) -> FitResult:
+    """Train ``spec`` on ``data`` as its train section says; write the run to ``out``."""
+    config: TrainConfig | None = spec.graph.train
+    if config is None:
+        raise error(spec.graph.span, f"{spec.name} has no `train` section", f"add `train {spec.name} {{ loss ...; optimizer ... }}`")
+    dataset = load_data(data, spec.graph)
+    splits = split(dataset, config.settings.get("validation", 0.1), test_share, config.seed)
+    if len(splits.train) == 0:
+        raise error(Span.unknown(str(data)), f"the data has only {len(dataset)} rows: nothing left to train on")
+    run = Path(out) if out is not None else None
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(spec, splits, run, device, quiet)
+    total_epochs = epochs or config.epochs
+    if resume:
+        if run is None or not (run / "last.safetensors").is_file():
+            raise error(Span.unknown(str(run)), f"nothing to resume in {run}: no last.safetensors")
+        trainer.restore("last")
+    elif run is not None:
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+    es = config.early_stop
+    reason, failed = f"finished {total_epochs} epochs", False
+    bar = None
+    try:
+        while trainer.epoch < total_epochs:
+            if not quiet and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(_batches(len(splits.train), config.batch, 0, 0)), desc=f"epoch {trainer.epoch + 1}/{total_epochs}",
+                           leave=False, file=sys.stderr)
+            train_loss, steps, problem = trainer.train_epoch(bar)
+            if bar is not None:
+                bar.close()
+                bar = None
+            if problem:
+                reason, failed = f"stopped: {problem}; kept the last good checkpoint", True
+                break
+            trainer.epoch += 1
+            metrics = {"epoch": trainer.epoch, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
+                       "train_loss": train_loss, **trainer.measure(splits.val, "val")}
+            trainer.history.append(metrics)
+            trainer.schedule.after_epoch(metrics)
+            if trainer.improved(metrics):
+                trainer.best_epoch, trainer.bad_epochs = trainer.epoch, 0
+                trainer.save("best")
+            else:
+                trainer.bad_epochs += 1
+            trainer.save("last")
+            trainer.log(metrics)
+            if not quiet:
+                shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+                print(shown, flush=True)
+            if es and trainer.bad_epochs >= es.kwargs["patience"]:
+                monitor = es.kwargs["monitor"]
+                reason = (f"early stop at epoch {trainer.epoch}: {monitor} did not improve for "
+                          f"{es.kwargs['patience']} epochs (best {trainer.best:.4g} at epoch {trainer.best_epoch})")
+                break
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        trainer.save("last", "interrupted")
+        reason = f"interrupted at epoch {trainer.epoch + 1}; saved {run / 'last.safetensors' if run else 'nothing'}"
+    if es and es.kwargs["restore_best"] and run is not None and (run / "best.safetensors").is_file():
+        weights, _, _ = checkpoint.load(run, "best")
+        trainer.model.load_state_dict(_with_aliases(trainer.graph, weights), strict=True)
+    test = trainer.measure(splits.test, "test")
+    result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed)
+    if run is not None and trainer.history:
+        _plot(trainer.history, run / "curve.png")
+    if run is not None:
+        summary = {"stop_reason": reason, "failed": failed, "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
+                   "test": test, "spec": str(spec.path), "data": str(data) if isinstance(data, (str, Path)) else None}
+        write_atomic(run / "summary.json", json.dumps(summary, indent=1, default=float).encode())
+    if not quiet:
+        print(reason + ("; " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()) if test else ""), flush=True)
+    return result
+
+
+__all__ = ["FitResult", "fit"]
