@@ -587,7 +587,8 @@ class Builder:
             bool: isinstance(value, bool),
             str: isinstance(value, str),
             "ints": (isinstance(value, int) and not isinstance(value, bool))
-            or (isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)),
+            or (isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+            or (isinstance(value, str) and param.choices is not None and value in param.choices),
             "dim": isinstance(value, (int, Sym)) and not isinstance(value, bool),
             "floats": isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
             "name": isinstance(value, str),
@@ -599,8 +600,10 @@ class Builder:
             words = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
                      "ints": "a whole number or a tuple of them", "dim": "a whole number or a dimension",
                      "floats": "a tuple of numbers", "name": "a name"}
-            raise self.fail(aspan, f"`{cls.name}` {name} must be {words[kind]}, got {describe(value)}")
-        if param.choices is not None and value not in param.choices:
+            options = f", or {' or '.join(repr(c) for c in param.choices)}" if param.choices and kind == "ints" else ""
+            hint = did_you_mean(str(value), [str(c) for c in param.choices]) if param.choices else None
+            raise self.fail(aspan, f"`{cls.name}` {name} must be {words[kind]}{options}, got {describe(value)}", hint)
+        if param.choices is not None and value not in param.choices and (param.kind != "ints" or isinstance(value, str)):
             raise self.fail(
                 aspan,
                 f"`{cls.name}` {name} must be one of {', '.join(repr(c) for c in param.choices)}, got {value!r}",

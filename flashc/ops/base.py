@@ -81,7 +81,10 @@ class Op:
         if cls.__dict__.get("abstract"):
             return
         cls.name = cls.__dict__.get("name") or snake(cls.__name__)
+        cls.aliases = cls.__dict__.get("aliases", ())  # aliases are not inherited
         for key in (cls.name, *cls.aliases):
+            if key in REGISTRY and REGISTRY[key].__qualname__ != cls.__qualname__:
+                raise TypeError(f"op name `{key}` is taken by {REGISTRY[key].__qualname__}")
             REGISTRY[key] = cls
 
     def __init__(self, attrs: dict[str, Any], span: Span) -> None:
