@@ -9,7 +9,7 @@ from typing import Any
 from flashc.build import build, read_source
 from flashc.check import render_table, summary, to_json
 from flashc.ir.graph import Graph
-from flashc.weights import init_weights, load_safetensors, write_atomic
+from flashc.weights import check_weights, init_weights, load_safetensors, write_atomic
 
 Weights = dict[str, Any] | str | Path | None
 
@@ -58,7 +58,7 @@ class Spec:
         """A torch.nn.Module; weights from a dict/state_dict or a .safetensors path."""
         from flashc.backends.torch import to_torch
 
-        return to_torch(self.graph, _weights(weights), seed)
+        return to_torch(self.graph, _weights(self.graph, weights), seed)
 
     def torch_source(self) -> str:
         from flashc.backends.torch import torch_source
@@ -77,24 +77,33 @@ class Spec:
         """An onnx.ModelProto, also written atomically to ``path`` when given."""
         from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model
 
-        model = to_onnx_model(self.graph, _weights(weights), seed, opset or DEFAULT_OPSET)
+        model = to_onnx_model(self.graph, _weights(self.graph, weights), seed, opset or DEFAULT_OPSET)
         if path is not None:
             write_atomic(path, model.SerializeToString())
         return model
 
 
-def _weights(weights: Weights) -> dict[str, Any] | None:
+def _weights(graph: Graph, weights: Weights) -> dict[str, Any] | None:
+    """Weights from a .safetensors path or a mapping, checked against the graph (errors name the file)."""
     if isinstance(weights, (str, Path)):
-        return load_safetensors(weights)
+        return check_weights(graph, load_safetensors(weights), str(weights))
     return weights
 
 
-def load(path: str | Path, model: str | None = None, **overrides: Any) -> Spec:
-    """Parse, build and check a .flash file; keyword arguments override its parameters."""
+def load(path: str | Path, /, **overrides: Any) -> Spec:
+    """Parse, build and check a .flash file; keyword arguments override its parameters.
+
+    The first model of the file is built; :func:`load_model` picks another one.
+    """
+    return load_model(path, None, overrides)
+
+
+def load_model(path: str | Path, name: str | None, overrides: dict[str, Any] | None = None) -> Spec:
+    """Like :func:`load`, choosing the model by name (None: the first) and taking overrides as a dict."""
     text = read_source(path)
-    return Spec(build(text, str(path), overrides, model=model, base=Path(path).parent), str(path))
+    return Spec(build(text, str(path), overrides or {}, model=name, base=Path(path).parent), str(path))
 
 
-def loads(text: str, file: str = "<string>", model: str | None = None, **overrides: Any) -> Spec:
+def loads(text: str, /, file: str = "<string>", **overrides: Any) -> Spec:
     """Like :func:`load`, for spec text held in memory (imports resolve from the cwd)."""
-    return Spec(build(text, file, overrides, model=model, base=Path(".")), file)
+    return Spec(build(text, file, overrides, base=Path(".")), file)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import keyword
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,10 @@ MODULE_ATTRS = frozenset({
     "get_parameter", "get_buffer", "share_memory", "dump_patches", "call_super_init", "input_names",
     "output_names", "flashc_source",
 })
-CLASS_NAMES_TAKEN = frozenset({"torch", "nn", "F", "math", "MultiHeadAttention"})
+def _class_names_taken() -> frozenset[str]:
+    """Names the generated torch file defines or imports: a model may not take them."""
+    preludes = "\n".join(cls.torch_prelude for cls in REGISTRY.values())
+    return frozenset({"torch", "nn", "F", "math", *re.findall(r"^class (\w+)", preludes, re.M)})
 
 
 class Poison:
@@ -173,7 +177,7 @@ class Builder:
     # --- model ----------------------------------------------------------------------------
     def build_model(self, model: ast.Model, blocks: dict[str, tuple[ast.BlockDef, dict]]) -> Scope:
         scope = Scope({}, None, "", owner=object())
-        if model.name in CLASS_NAMES_TAKEN:
+        if model.name in _class_names_taken():
             self.diagnostics.append(Diagnostic(model.span, f"`{model.name}` cannot name a model: generated code uses it"))
         libraries: dict[int, Scope] = {}
 
@@ -235,7 +239,7 @@ class Builder:
                 if isinstance(stmt, ast.Assign):
                     for t in stmt.targets:
                         scope.vars[t] = POISON
-                elif isinstance(stmt, ast.Output):
+                elif isinstance(stmt, (ast.Output, ast.InputDecl)):
                     scope.vars[stmt.name] = POISON
                 elif isinstance(stmt, ast.Return):
                     returned = [POISON]
@@ -281,8 +285,8 @@ class Builder:
             value = self.eval(d, scope)
             if isinstance(value, bool) or not isinstance(value, (int, Sym)):
                 raise self.fail(d.span, f"a dimension must be a whole number or a name, got {describe(value)}")
-            if isinstance(value, int) and value < 0:
-                raise self.fail(d.span, f"a dimension cannot be negative, got {value}")
+            if isinstance(value, int) and value < 1:
+                raise self.fail(d.span, f"a dimension must be at least 1, got {value}")
             dims.append(value)
         return TensorType(t.dtype, tuple(dims))
 
@@ -301,6 +305,9 @@ class Builder:
                 raise self.fail(stmt.span, f"{len(stmt.targets)} names on the left but {len(items)} values on the right")
             for name, item in zip(stmt.targets, items):
                 self.bind(name, item, scope, stmt.span)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value):
+            names = ", ".join(f"y{i}" for i in range(len(value)))
+            raise self.fail(stmt.span, f"the right side gives {len(value)} tensors; unpack them: `{names} = ...`")
         else:
             self.bind(stmt.targets[0], value, scope, stmt.span)
 
@@ -349,6 +356,8 @@ class Builder:
             raise self.fail(stmt.span, f"output `{stmt.name}` must be a tensor, got {describe(value)}")
         if any(n == stmt.name for n, _ in self.outputs):
             raise self.fail(stmt.span, f"output `{stmt.name}` is declared twice")
+        if any(v.name == stmt.name for v in self.inputs):
+            raise self.fail(stmt.span, f"output `{stmt.name}` has the name of an input", "give the output its own name")
         scope.vars[stmt.name] = value
         self.renames[value.value.name] = stmt.name
         self.outputs.append((stmt.name, value.value))
@@ -609,6 +618,8 @@ class Builder:
                 f"`{cls.name}` {name} must be one of {', '.join(repr(c) for c in param.choices)}, got {value!r}",
                 did_you_mean(str(value), [str(c) for c in param.choices]),
             )
+        if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
+            raise self.fail(aspan, f"`{cls.name}` {name} must be at least {param.minimum:g}, got {value}")
         if param.kind is float and value is not None:
             value = float(value)
         return value
@@ -754,6 +765,9 @@ class Builder:
             shared = value
         if isinstance(block, Layer):
             block = self.layer_as_block(block, span)
+        free = [p for p in block.node.params if p.name not in block.bound]
+        if not free:
+            raise self.fail(bspan, f"repeat needs a block that takes a tensor; {block.node.name} takes no free argument")
         rep = Repeat(count, block, shared, span)
         if not tensors:
             return rep
@@ -776,7 +790,7 @@ class Builder:
             owner = (scope.owner, container)
             container = self.claim_path(container, owner)
         x = args[0][0]
-        first = rep.block.node.params[0].name
+        first = next(p.name for p in rep.block.node.params if p.name not in rep.block.bound)
         for i in range(rep.count):
             prefix = container if rep.shared else f"{container}.{i}"
             x = self.run_block(rep.block, {**rep.block.bound, first: x}, prefix, owner if rep.shared else (owner, i), span)
@@ -928,7 +942,8 @@ def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None =
             builder.diagnostics.extend(problems)
             graph = replace(graph, train=config)
         if builder.diagnostics:
-            raise FlashError(sorted(builder.diagnostics, key=lambda d: (d.span.file, d.span.line, d.span.col)), sources)
+            unique = list(dict.fromkeys(builder.diagnostics))  # a block's error is reported once, not per use
+            raise FlashError(sorted(unique, key=lambda d: (d.span.file, d.span.line, d.span.col)), sources)
         return graph
     except FlashError as exc:
         if not exc.sources:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import flashc
+from flashc.api import load_model
 from flashc.diagnostics import FlashError
 
 EXAMPLES = {
@@ -51,7 +52,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    spec = flashc.load(args.spec, model=args.model, **parse_sets(args.set))
+    spec = load_model(args.spec, args.model, parse_sets(args.set))
     if args.json:
         print(json.dumps(spec.to_json(), indent=2, default=str))
     else:
@@ -60,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    spec = flashc.load(args.spec, model=args.model, **parse_sets(args.set))
+    spec = load_model(args.spec, args.model, parse_sets(args.set))
     out = Path(args.output)
     if args.target == "torch":
         from flashc.weights import write_atomic
@@ -90,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.spec or not args.data or run is None:
             raise UsageError("train needs SPEC, --data and -o RUN/ (or --resume RUN/)")
         spec_path, data, sets, epochs = args.spec, args.data, args.set, args.epochs
-    spec = flashc.load(spec_path, model=args.model, **parse_sets(sets))
+    spec = load_model(spec_path, args.model, parse_sets(sets))
     run.mkdir(parents=True, exist_ok=True)
     from flashc.weights import write_atomic
 

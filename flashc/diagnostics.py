@@ -43,7 +43,7 @@ class Diagnostic:
         lines = [f"{self.span}: {self.severity}: {self.message}"]
         text = (sources or {}).get(self.span.file)
         if text is not None:
-            src_lines = text.splitlines()
+            src_lines = text.split("\n")  # Lark counts only \n as a line break
             if 1 <= self.span.line <= len(src_lines):
                 line = src_lines[self.span.line - 1].replace("\t", " ")
                 lines.append(f"    {line}")
@@ -81,5 +81,5 @@ def error(span: Span, message: str, hint: str | None = None) -> FlashError:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None when nothing is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), sorted({str(c) for c in candidates}), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None

@@ -89,6 +89,8 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
     found: dict[str, Any] = {"penalties": []}
     tensor_names = {n for n, _ in graph.outputs} | {v.name for v in graph.inputs}
     for stmt in section.body:
+        if isinstance(stmt, ast.Setting):
+            found.setdefault("_attempted", set()).add(stmt.name)
         try:
             if isinstance(stmt, ast.Target):
                 targets[stmt.name] = b.tensor_type(stmt.type, scope)
@@ -117,7 +119,7 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
             loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b)
         except _Abort:
             pass
-    if "optimizer" not in found:
+    if "optimizer" not in found.get("_attempted", set()):
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
     problems = b.diagnostics[before:]
     del b.diagnostics[before:]

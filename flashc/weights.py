@@ -37,6 +37,8 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         elif kind == "normal":
             arr = rng.standard_normal(spec.shape, dtype=np.float32)
             arr *= np.float32(args[0])
+            if len(args) > 1:  # an embedding's padding row starts at zero, as in torch
+                arr[args[1]] = 0
         elif kind == "ones":
             arr = np.ones(spec.shape)
         else:

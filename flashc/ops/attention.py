@@ -59,7 +59,7 @@ class Attention(Op):
         Input("key_padding_mask", optional=True, dtypes=("bool",)),
     )
     params = {
-        "heads": Param(int, doc="number of heads; must divide the model width"),
+        "heads": Param(int, doc="number of heads; must divide the model width", minimum=1),
         "causal": Param(bool, False, doc="each position attends only to itself and earlier ones"),
         "bias": Param(bool, True),
         "dropout": Param(float, 0.0, doc="dropout on the attention weights (training only)"),
@@ -81,6 +81,7 @@ class Attention(Op):
             )
             self.require(is_static(t.shape[-1]), f"attention needs a fixed width, got {t.shape_str()}")
         d, dkv = int(x.shape[-1]), int(kv.shape[-1])
+        self.require(d >= 1 and dkv >= 1, f"attention needs a width >= 1, got {x} and {kv}")
         self.require(self.heads >= 1, f"attention needs heads >= 1, got {self.heads}")
         self.require(d % self.heads == 0, f"attention: heads={self.heads} must divide the width {d}")
         return d, dkv

@@ -30,6 +30,7 @@ class Param:
     default: Any = REQUIRED
     choices: tuple | None = None
     doc: str = ""
+    minimum: float | None = None  # smallest allowed value (sizes are >= 1)
 
     @property
     def required(self) -> bool:

@@ -14,13 +14,25 @@ class Embedding(Op):
     """Row `i` of a learned [num, dim] table for each integer id `i`."""
 
     family = "embedding"
-    params = {"num": Param(int, doc="table size (vocabulary)"), "dim": Param(int, doc="vector size")}
-    samples = ({"x": "int64[2, 5]", "num": 11, "dim": 4, "high": 11},)
+    params = {
+        "num": Param(int, doc="table size (vocabulary)", minimum=1),
+        "dim": Param(int, doc="vector size", minimum=1),
+        "padding_idx": Param(int, None, doc="this id's row starts at zero and gets no gradient"),
+    }
+    samples = (
+        {"x": "int64[2, 5]", "num": 11, "dim": 4, "high": 11},
+        {"x": "int64[2, 5]", "num": 11, "dim": 4, "padding_idx": 0, "high": 11},
+    )
 
     def weights(self, x: TensorType) -> dict[str, WeightSpec]:
-        return {"weight": WeightSpec((self.num, self.dim), ("normal", 1.0))}
+        init = ("normal", 1.0) if self.padding_idx is None else ("normal", 1.0, self.padding_idx % self.num)
+        return {"weight": WeightSpec((self.num, self.dim), init)}
 
     def infer(self, x: TensorType) -> TensorType:
+        self.require(
+            self.padding_idx is None or -self.num <= self.padding_idx < self.num,
+            f"embedding padding_idx {self.padding_idx} is outside the table of {self.num} rows",
+        )
         self.require(
             x.dtype in INT_DTYPES,
             f"embedding expects integer ids, got {x}",
@@ -29,7 +41,8 @@ class Embedding(Op):
         return TensorType("float32", x.shape + (self.dim,))
 
     def torch_module(self, x: TensorType) -> str:
-        return f"nn.Embedding({self.num}, {self.dim})"
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"nn.Embedding({self.num}, {self.dim}{pad})"
 
     def to_torch(self, c: Lowering) -> str:
         return f"{c.module}({c.inputs[0]})"
@@ -51,6 +64,7 @@ class Positions(Op):
     samples = ({"length": 7},)
 
     def infer(self, source: TensorType | None = None) -> TensorType:
+        self.require(not is_static(self.length) or self.length >= 1, f"positions needs a length >= 1, got {self.length}")
         self.require(
             is_static(self.length) or source is not None,
             f"positions({self.length}) needs a number or a dimension of an input",

@@ -33,7 +33,7 @@ class Linear(Op):
 
     family = "linalg"
     params = {
-        "out_features": Param(int, doc="size of the output's last axis"),
+        "out_features": Param(int, doc="size of the output's last axis", minimum=1),
         "bias": Param(bool, True),
     }
     tieable = ("weight",)

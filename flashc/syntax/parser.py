@@ -183,7 +183,7 @@ def _open_brackets(text: str, line: int, col: int) -> list[tuple[str, int, int]]
     """Brackets still open before (line, col), skipping strings and comments."""
     stack: list[tuple[str, int, int]] = []
     in_string = False
-    for ln, row in enumerate(text.splitlines(), start=1):
+    for ln, row in enumerate(text.split("\n"), start=1):
         if ln > line:
             break
         in_comment = False
@@ -207,7 +207,9 @@ def _open_brackets(text: str, line: int, col: int) -> list[tuple[str, int, int]]
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> FlashError:
     line, col = max(exc.line, 1), max(exc.column, 1)
-    lines = text.splitlines() or [""]
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():  # point at the end of the last written line
+        lines.pop()
     if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
         line = len(lines)
         col = len(lines[-1]) + 1

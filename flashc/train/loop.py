@@ -91,10 +91,10 @@ class Trainer:
         walk(self.config.loss)
         if not terms:
             return {}
-        import flashc
+        from flashc.api import load_model
 
         opts = dict(terms[0].options)
-        feature_spec = flashc.load(self.spec.path, model=opts["network"])
+        feature_spec = load_model(self.spec.path, opts["network"])
         weights = None
         if opts.get("weights"):
             weights = str(Path(self.spec.path).parent / opts["weights"])
