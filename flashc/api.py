@@ -9,7 +9,7 @@ from typing import Any
 from flashc.build import build, read_source
 from flashc.check import render_table, summary, to_json
 from flashc.ir.graph import Graph
-from flashc.weights import check_weights, init_weights, load_safetensors, write_atomic
+from flashc.weights import check_weights, init_weights, load_safetensors
 
 Weights = dict[str, Any] | str | Path | None
 
@@ -74,13 +74,16 @@ class Spec:
 
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
                 opset: int | None = None) -> Any:
-        """An onnx.ModelProto, also written atomically to ``path`` when given."""
-        from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model
+        """An onnx.ModelProto; with ``path`` the model is streamed to that file (large models
+        stay out of memory) and read back without external weight data."""
+        from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model, write_onnx
 
-        model = to_onnx_model(self.graph, _weights(self.graph, weights), seed, opset or DEFAULT_OPSET)
-        if path is not None:
-            write_atomic(path, model.SerializeToString())
-        return model
+        if path is None:
+            return to_onnx_model(self.graph, weights, seed, opset or DEFAULT_OPSET)
+        write_onnx(path, self.graph, weights, seed, opset or DEFAULT_OPSET)
+        import onnx
+
+        return onnx.load(str(path), load_external_data=False)
 
 
 def _weights(graph: Graph, weights: Weights) -> dict[str, Any] | None:

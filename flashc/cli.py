@@ -72,7 +72,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
             check_weights(spec.graph, load_safetensors(args.weights), args.weights)
         write_atomic(out, spec.torch_source().encode("utf-8"))
     else:
-        spec.to_onnx(out, weights=args.weights, seed=args.seed, opset=args.opset)
+        from flashc.backends.onnx import DEFAULT_OPSET, write_onnx
+
+        write_onnx(out, spec.graph, args.weights, args.seed, args.opset or DEFAULT_OPSET)
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target})")
     return 0
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import flashc
 from flashc import FlashError
+from flashc.syntax import parse
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
 # GPT-2 with its 12 blocks cut to 2: a mutation that adds a digit to `depth` would
@@ -25,12 +26,11 @@ SPECS = {
     p.stem: p.read_text(encoding="utf-8").replace("depth = 12", "depth = 2")
     for p in sorted(SPECS_DIR.glob("*.flash"))
 }
-PARAMS = {"mlp_digits": ["pixels", "hidden", "classes", "p"], "lenet5": ["classes"],
-          "text_classifier": ["vocab", "ctx", "d", "heads", "ff", "depth", "classes", "p"],
-          "gpt2": ["vocab", "ctx", "d", "heads", "depth", "p"]}
+# every spec's model parameters, read with the parser so a new spec is fuzzed too
+PARAMS = {name: [p.name for p in parse(text).models[0].params] for name, text in SPECS.items()}
 
 # loads()'s own keyword arguments cannot name a model parameter
-LOADS_ARGS = {"text", "file", "model"}
+LOADS_ARGS = {"file"}
 
 FUZZ = settings(derandomize=True, max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,6 +7,7 @@ names, and symbolic dims become named dynamic dimensions.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from flashc.diagnostics import FlashError, error
 from flashc.ir.graph import Graph
 from flashc.ir.types import TensorType
 from flashc.ops.base import Lowering
-from flashc.weights import NUMPY_DTYPES, check_weights, init_weights
+from flashc.weights import NUMPY_DTYPES, WeightSource, atomic_files
 
 DEFAULT_OPSET = 23
 MIN_OPSET = 17
@@ -72,12 +73,10 @@ def value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], dims)
 
 
-def to_onnx_model(graph: Graph, weights: dict[str, Any] | None = None, seed: int = 0,
-                  opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
-    """Lower a checked graph to a self-contained ONNX model."""
+def lower(graph: Graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, list[str]]:
+    """The ONNX model without its weights, and the weight paths it reads (sorted)."""
     if not MIN_OPSET <= opset <= DEFAULT_OPSET:
         raise error(graph.span, f"opset {opset} is not supported; use {MIN_OPSET} to {DEFAULT_OPSET}")
-    arrays = check_weights(graph, weights) if weights is not None else init_weights(graph, seed)
     tape = Tape(opset)
     for v in graph.inputs:
         tape.reserve(v.name)
@@ -103,13 +102,13 @@ def to_onnx_model(graph: Graph, weights: dict[str, Any] | None = None, seed: int
             env[out.name] = name
     tape.scope = ""
     _name_outputs(graph, tape, env)
-    used = {i for n in tape.nodes for i in n.input}
-    initializers = [numpy_helper.from_array(arrays[p], p) for p in graph.weights if p in used]
+    read = {i for n in tape.nodes for i in n.input}
+    used = sorted(p for p in graph.weights if p in read)
     g = helper.make_graph(
         tape.nodes, graph.name,
         [value_info(v.name, v.type) for v in graph.inputs],
         [value_info(name, v.type) for name, v in graph.outputs],
-        initializer=initializers + tape.constants,
+        initializer=tape.constants,
     )
     model = helper.make_model(
         g, opset_imports=[helper.make_opsetid("", opset)], producer_name="flashc",
@@ -118,9 +117,90 @@ def to_onnx_model(graph: Graph, weights: dict[str, Any] | None = None, seed: int
     model.ir_version = min(model.ir_version, 10)
     helper.set_model_props(model, {"flashc_version": flashc.__version__, "spec_sha256": graph.source_hash,
                                    "model": graph.name})
+    return model, used
+
+
+def to_onnx_model(graph: Graph, weights: dict[str, Any] | str | Path | None = None, seed: int = 0,
+                  opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
+    """Lower a checked graph to a self-contained in-memory ONNX model."""
+    model, used = lower(graph, opset)
+    wanted = set(used)
+    model.graph.initializer.extend(
+        numpy_helper.from_array(arr, path) for path, arr in WeightSource(graph, weights, seed) if path in wanted
+    )
     if check:
         onnx.checker.check_model(model, full_check=True)
     return model
+
+
+EXTERNAL_ABOVE = 1_900_000_000  # protobuf cannot hold a message over 2 GiB
+
+
+def write_onnx(path: str | Path, graph: Graph, weights: dict[str, Any] | str | Path | None = None, seed: int = 0,
+               opset: int = DEFAULT_OPSET, check: bool = True, external: bool | None = None) -> Path | None:
+    """Stream the model to ``path`` one weight at a time (peak memory: about one tensor).
+
+    The weights are appended as a second occurrence of the graph field, which
+    protobuf merges into the first. Above 2 GB (or with ``external``) they go to
+    ``path.data`` as ONNX external data. Both files are written atomically.
+    Returns the external data file, if any.
+    """
+    source = WeightSource(graph, weights, seed)
+    model, used = lower(graph, opset)
+    if check:
+        _check_skeleton(model, graph, used)
+    sizes = {p: graph.weights[p].spec.size * np.dtype(NUMPY_DTYPES[graph.weights[p].spec.dtype]).itemsize for p in used}
+    external = sum(sizes.values()) > EXTERNAL_ABOVE if external is None else external
+    target = Path(path)
+    data_name = f"{target.name}.data"
+    headers: dict[str, bytes] = {}
+    offset = 0
+    for p in used:
+        t = onnx.TensorProto(name=p, data_type=ONNX_DTYPES[graph.weights[p].spec.dtype], dims=graph.weights[p].spec.shape)
+        if external:
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(sizes[p]))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            offset += sizes[p]
+            headers[p] = t.SerializeToString()
+        else:
+            headers[p] = t.SerializeToString() + _field(9, sizes[p])
+    entries = {p: _field(5, len(headers[p]) + (0 if external else sizes[p])) + headers[p] for p in used}
+    graph_len = sum(len(e) + (0 if external else sizes[p]) for p, e in entries.items())
+    with atomic_files(target, target.with_name(data_name) if external else None) as (fh, data_fh):
+        fh.write(model.SerializeToString())
+        fh.write(_field(7, graph_len))
+        for p, arr in source:
+            if p not in entries:
+                continue
+            fh.write(entries[p])
+            (data_fh if external else fh).write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return target.with_name(data_name) if external else None
+
+
+def _field(number: int, length: int) -> bytes:
+    """A length-delimited protobuf field header: tag, then the length as a varint."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _check_skeleton(model: onnx.ModelProto, graph: Graph, used: list[str]) -> None:
+    """Check the graph with its weights declared as typed inputs: same structure, no weight bytes."""
+    skeleton = onnx.ModelProto()
+    skeleton.CopyFrom(model)
+    for p in used:
+        w = graph.weights[p].spec
+        skeleton.graph.input.append(helper.make_tensor_value_info(p, ONNX_DTYPES[w.dtype], list(w.shape)))
+    onnx.checker.check_model(skeleton, full_check=True)
 
 
 def _name_outputs(graph: Graph, tape: Tape, env: dict[str, str]) -> None:
