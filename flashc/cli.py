@@ -75,6 +75,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         from flashc.backends.onnx import DEFAULT_OPSET, write_onnx
 
         write_onnx(out, spec.graph, args.weights, args.seed, args.opset or DEFAULT_OPSET)
+        if args.dtype == "float16":
+            from flashc.backends.onnx_post import to_float16
+
+            to_float16(out)
+        if args.quantize == "int8":
+            from flashc.backends.onnx_post import quantize_int8
+
+            quantize_int8(out)
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target})")
     return 0
 
@@ -208,7 +216,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="the file to write (written atomically)")
     c.add_argument("--weights", help="a .safetensors file of trained weights (default: seeded initialisation)")
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
-    c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23)")
+    c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23; 17-22 decompose attention)")
+    c.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="float16: weights and compute in half precision (inputs/outputs stay float32)")
+    c.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of MatMul/Gemm weights")
     c.set_defaults(func=cmd_compile)
 
     c = command("train", "Train a spec on data as its `train` section says; checkpoints and metrics go to RUN/.")
