@@ -155,6 +155,7 @@ class Builder:
     dim_sources: dict[str, tuple[Value, int]] = field(default_factory=dict)
     inputs: list[Value] = field(default_factory=list)
     outputs: list[tuple[str, Value]] = field(default_factory=list)
+    name_hint: str | None = None  # the layer path for an op applied as it is named
 
     # --- diagnostics -----------------------------------------------------------------
     def report(self, exc: FlashError) -> None:
@@ -298,7 +299,12 @@ class Builder:
             return name in CONSTANTS
 
     def assign(self, stmt: ast.Assign, scope: Scope) -> None:
-        value = self.eval(stmt.value, scope)
+        if len(stmt.targets) == 1 and self.makes_weights_at_once(stmt.value, scope):
+            self.name_hint = self.binding_path(stmt.targets[0], scope)  # `cls = parameter(1, 1, d)`
+        try:
+            value = self.eval(stmt.value, scope)
+        finally:
+            self.name_hint = None
         if len(stmt.targets) > 1:
             items = value if isinstance(value, tuple) else (value,)
             if len(items) != len(stmt.targets):
@@ -310,6 +316,13 @@ class Builder:
             raise self.fail(stmt.span, f"the right side gives {len(value)} tensors; unpack them: `{names} = ...`")
         else:
             self.bind(stmt.targets[0], value, scope, stmt.span)
+
+    def makes_weights_at_once(self, e: Any, scope: Scope) -> bool:
+        """A call of an op with no tensor inputs (`parameter`) is applied where it stands."""
+        if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and not self.defined(e.func.id, scope)):
+            return False
+        cls = REGISTRY.get(e.func.id)
+        return cls is not None and not any(not i.optional for i in cls.inputs)
 
     def bind(self, name: str, value: Any, scope: Scope, span: Span | None = None) -> None:
         if isinstance(value, (Layer, Block, Repeat)) and name in MODULE_ATTRS:
@@ -512,6 +525,8 @@ class Builder:
         if not tensors and (required or any(i.variadic for i in cls.inputs)):
             return Layer(cls, attrs, ties, tensors, span, path=layer.path)
         missing = [n for n in required if n not in tensors]
+        if missing and not any(isinstance(a[0], Tensor) for a in args):  # `cross = attention(heads, kv = m)`
+            return Layer(cls, attrs, ties, tensors, span, path=layer.path)
         if missing:
             raise self.fail(span, f"`{cls.name}` is missing its input `{missing[0]}`")
         attrs = self.complete_attrs(cls, attrs, span)
@@ -709,6 +724,9 @@ class Builder:
             return layer.path
         if scope is None:
             raise self.fail(span, f"`{cls.name}` needs a layer name here")
+        if self.name_hint is not None:
+            hint, self.name_hint = self.name_hint, None
+            return self.claim_path(hint, scope.owner)
         return self.claim_path(scope.fresh(cls.name), scope.owner)
 
     # blocks

@@ -1,6 +1,5 @@
 """float16 export and int8 quantization keep a trained digits model's accuracy."""
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 

@@ -180,14 +180,14 @@ def test_parameter_is_a_learned_weight() -> None:
     spec = flashc.loads("model P(d = 8) {\n  input x: float32[B, 1, 8]\n"
                         "  cls = parameter(1, 1, d, init = \"zeros\")\n  output y = x + cls\n}\n")
     assert spec.parameter_count == 8
-    assert spec.graph.weights["parameter.weight"].spec.init == ("zeros",)
+    assert spec.graph.weights["cls.weight"].spec.init == ("zeros",)
     module = spec.to_torch()
     names = dict(module.named_parameters())
-    assert list(names) == ["parameter.weight"] and names["parameter.weight"].requires_grad
+    assert list(names) == ["cls.weight"] and names["cls.weight"].requires_grad
     x = np.ones((2, 1, 8), np.float32)
-    weights = {"parameter.weight": np.arange(8, dtype=np.float32).reshape(1, 1, 8)}
+    weights = {"cls.weight": np.arange(8, dtype=np.float32).reshape(1, 1, 8)}
     got_torch, got_onnx = run_both(spec, weights, {"x": x})
-    assert_close(got_torch, got_onnx, [x + weights["parameter.weight"]], "parameter")
+    assert_close(got_torch, got_onnx, [x + weights["cls.weight"]], "parameter")
 
 
 @pytest.mark.parametrize("call, message", [

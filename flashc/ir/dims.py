@@ -66,14 +66,27 @@ def _format(d: Dim, parent: int) -> str:
         return d.args[0]
     prec = _PRECEDENCE[d.op]
     left, right = d.args
-    text = f"{_format(left, prec)} {d.op} {_format(right, prec + 1)}"
+    if d.op == "+" and isinstance(right, int) and right < 0:
+        text = f"{_format(left, prec)} - {-right}"
+    else:
+        text = f"{_format(left, prec)} {d.op} {_format(right, prec + 1)}"
     return f"({text})" if prec < parent else text
 
 
 def combine(op: str, a: Dim, b: Dim) -> Dim:
-    """Apply ``op`` to two dims, folding constants and identities."""
+    """Apply ``op`` to two dims, folding constants and identities.
+
+    Constants are gathered at the right of a sum (`H - 3 + 1` is `H - 2`, `H - 1 + 1`
+    is `H`), so conv output sizes of symbolic images stay comparable.
+    """
     if isinstance(a, int) and isinstance(b, int):
         return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if b else 0}[op]
+    if op == "-" and isinstance(b, int):
+        op, b = "+", -b
+    if op == "+" and isinstance(a, int) and not isinstance(b, int):
+        a, b = b, a
+    if op == "+" and isinstance(b, int) and isinstance(a, Sym) and a.op == "+" and isinstance(a.args[1], int):
+        return combine("+", a.args[0], a.args[1] + b)
     if op == "+" and b == 0 or op == "-" and b == 0 or op in ("*", "//") and b == 1:
         return a
     if op == "+" and a == 0 or op == "*" and a == 1:
