@@ -26,8 +26,13 @@ class Span:
     def unknown(file: str = "<input>") -> Span:
         return Span(file, 1, 1, 1, 1)
 
+    @staticmethod
+    def nowhere(label: str) -> Span:
+        """A problem with no place in a source file (a data array, a checkpoint)."""
+        return Span(label, 0, 0, 0, 0)
+
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return self.file if self.line == 0 else f"{self.file}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,8 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
             pass
     if "optimizer" not in found.get("_attempted", set()):
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
+    if loss is not None:
+        _check_monitors(found, loss, b)
     problems = b.diagnostics[before:]
     del b.diagnostics[before:]
     if problems:
@@ -132,6 +134,24 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         seed=found.get("seed", 0), settings={"validation": found.get("validation", 0.1)}, span=section.span,
     )
     return config, []
+
+
+def _metrics(loss: LossTerm) -> list[str]:
+    """The metric names a run records, as `early_stop monitor = ...` may name them."""
+    def classifies(t: LossTerm) -> bool:
+        return (t.kind == "call" and t.name in ("cross_entropy", "hinge")) or any(classifies(c) for c in t.children)
+
+    return ["train_loss", "val_loss"] + (["val_accuracy"] if classifies(loss) else [])
+
+
+def _check_monitors(found: dict[str, Any], loss: LossTerm, b: Builder) -> None:
+    known = _metrics(loss)
+    for key in ("early_stop", "schedule"):
+        choice = found.get(key)
+        monitor = choice.kwargs.get("monitor") if isinstance(choice, Choice) else None
+        if monitor is not None and monitor not in known:
+            b.diagnostics.append(Diagnostic(choice.span, f"`{key}` monitors `{monitor}`, which this run does not record",
+                                            did_you_mean(monitor, known) or f"metrics: {', '.join(known)}"))
 
 
 def _choice(e: Any, table: dict[str, Schema], what: str, scope: Scope, b: Builder) -> Choice:

@@ -18,6 +18,7 @@ class Embedding(Op):
         "num": Param(int, doc="table size (vocabulary)", minimum=1),
         "dim": Param(int, doc="vector size", minimum=1),
         "padding_idx": Param(int, None, doc="this id's row starts at zero and gets no gradient"),
+        "std": Param(float, 1.0, doc="standard deviation of the initial table (torch's default 1; GPT-2 0.02)"),
     }
     samples = (
         {"x": "int64[2, 5]", "num": 11, "dim": 4, "high": 11},
@@ -25,7 +26,7 @@ class Embedding(Op):
     )
 
     def weights(self, x: TensorType) -> dict[str, WeightSpec]:
-        init = ("normal", 1.0) if self.padding_idx is None else ("normal", 1.0, self.padding_idx % self.num)
+        init = ("normal", self.std) if self.padding_idx is None else ("normal", self.std, self.padding_idx % self.num)
         return {"weight": WeightSpec((self.num, self.dim), init)}
 
     def infer(self, x: TensorType) -> TensorType:

@@ -26,7 +26,7 @@ def _slots(graph: Graph) -> tuple[list[tuple[str, TensorType]], list[tuple[str, 
 def _static(t: TensorType, axis: int, name: str) -> int:
     d = t.shape[axis]
     if not isinstance(d, int):
-        raise error(Span.unknown(name), f"`{name}` needs a fixed size on axis {axis} for this dataset, got {t}")
+        raise error(Span.nowhere("data"), f"`{name}` needs a fixed size on axis {axis} for this dataset, got {t}")
     return d
 
 
@@ -38,7 +38,7 @@ def _images(images: np.ndarray, t: TensorType, name: str) -> np.ndarray:
     if t.rank == 4:
         h, w = _static(t, 2, name), _static(t, 3, name)
         if h < 8 or w < 8:
-            raise error(Span.unknown(name), f"digits are 8x8; `{name}` is {t}")
+            raise error(Span.nowhere("data"), f"digits are 8x8; `{name}` is {t}")
         out = np.zeros((n, 1, h, w), dtype=np.float32)
         top, left = (h - 8) // 2, (w - 8) // 2
         out[:, 0, top:top + 8, left:left + 8] = images
@@ -55,7 +55,7 @@ def digits(graph: Graph, arg: str | None) -> Dataset:
     inputs, targets = _slots(graph)
     floats = [(n, t) for n, t in inputs if t.is_float]
     if len(floats) != 1:
-        raise error(Span.unknown("digits"), "the digits dataset fills one float input; the spec has "
+        raise error(Span.nowhere("digits"), "the digits dataset fills one float input; the spec has "
                     f"{len(floats)}")
     arrays = {floats[0][0]: _images(images, floats[0][1], floats[0][0])}
     for name, t in targets:
@@ -77,7 +77,7 @@ def digit_pairs(graph: Graph, arg: str | None) -> Dataset:
     second = np.array([rng.choice(by_label[d.target[i]]) if s else rng.integers(0, n) for i, s in zip(first, same)])
     inputs, targets = _slots(graph)
     if len(inputs) != 2 or len(targets) != 1:
-        raise error(Span.unknown("digit_pairs"), "digit_pairs fills two image inputs and one target")
+        raise error(Span.nowhere("digit_pairs"), "digit_pairs fills two image inputs and one target")
     (a, ta), (b, tb) = inputs
     label = (d.target[first] == d.target[second]).astype(np.float32)
     return Dataset({a: _images(images[first], ta, a), b: _images(images[second], tb, b), targets[0][0]: label})

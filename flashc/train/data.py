@@ -66,7 +66,7 @@ def _from_path(source: str, graph: Graph) -> Dataset:
         return builtin(source, graph)
     path = Path(source)
     if not path.is_file():
-        raise error(Span.unknown(source), f"no such data file or built-in dataset: {source}",
+        raise error(Span.nowhere(source), f"no such data file or built-in dataset: {source}",
                     f"built-in datasets: {', '.join(BUILTIN)}")
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -78,7 +78,7 @@ def _from_path(source: str, graph: Graph) -> Dataset:
         return Dataset(load_safetensors(path))
     if suffix == ".csv":
         return _from_csv(path, graph)
-    raise error(Span.unknown(source), f"unsupported data file {path.name}", "use .npz, .safetensors or .csv")
+    raise error(Span.nowhere(source), f"unsupported data file {path.name}", "use .npz, .safetensors or .csv")
 
 
 def _from_csv(path: Path, graph: Graph) -> Dataset:
@@ -86,12 +86,12 @@ def _from_csv(path: Path, graph: Graph) -> Dataset:
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
-        raise error(Span.unknown(str(path)), "the CSV file needs a header row and at least one data row")
+        raise error(Span.nowhere(str(path)), "the CSV file needs a header row and at least one data row")
     header, body = rows[0], rows[1:]
     try:
         table = np.array([[float(c) for c in r] for r in body], dtype=np.float64)
     except ValueError as exc:
-        raise error(Span.unknown(str(path)), f"the CSV file has a non-numeric cell: {exc}") from None
+        raise error(Span.nowhere(str(path)), f"the CSV file has a non-numeric cell: {exc}") from None
     wanted = [v.name for v in graph.inputs] + [n for n, _ in (graph.train.targets if graph.train else ())]
     arrays: dict[str, np.ndarray] = {}
     for name in wanted:
@@ -118,21 +118,21 @@ def conform(data: Dataset, graph: Graph) -> Dataset:
     n = None
     for name, t in wanted:
         if name not in data.arrays:
-            raise error(Span.unknown(name), f"the data has no array `{name}` (the spec needs {t})",
+            raise error(Span.nowhere("data"), f"the data has no array `{name}` (the spec needs {t})",
                         f"arrays in the data: {', '.join(data.arrays) or 'none'}")
         arr = np.asarray(data.arrays[name])
         shape_ok = arr.ndim == t.rank and all(
             not is_static(d) or arr.shape[i] == d for i, d in enumerate(t.shape)
         )
         if not shape_ok:
-            raise error(Span.unknown(name), f"data array `{name}` has shape {list(arr.shape)}, the spec expects {t}")
+            raise error(Span.nowhere("data"), f"data array `{name}` has shape {list(arr.shape)}, the spec expects {t}")
         kind_ok = (t.is_float and np.issubdtype(arr.dtype, np.number)) or (
             t.dtype in ("int64", "int32") and (np.issubdtype(arr.dtype, np.integer) or _whole(arr))
         ) or (t.dtype == "bool" and arr.dtype in (np.bool_, np.int64, np.int32, np.uint8))
         if not kind_ok:
-            raise error(Span.unknown(name), f"data array `{name}` has dtype {arr.dtype}, the spec expects {t}")
+            raise error(Span.nowhere("data"), f"data array `{name}` has dtype {arr.dtype}, the spec expects {t}")
         if n is not None and len(arr) != n:
-            raise error(Span.unknown(name), f"data array `{name}` has {len(arr)} rows, the others have {n}")
+            raise error(Span.nowhere("data"), f"data array `{name}` has {len(arr)} rows, the others have {n}")
         n = len(arr)
         out[name] = arr.astype(NUMPY_DTYPES[t.dtype], copy=False)
     return Dataset(out)

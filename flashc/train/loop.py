@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ def _batches(n: int, batch: int | str, epoch: int, seed: int) -> list[np.ndarray
 class Trainer:
     """One run: the model, its optimizer and schedule, and the bookkeeping around them."""
 
-    def __init__(self, spec: Any, splits: Splits, run: Path | None, device: str, quiet: bool):
+    def __init__(self, spec: Any, splits: Splits, run: Path | None, device: str, quiet: bool,
+                 epochs: int | None = None):
         self.spec = spec
         self.graph: Graph = spec.graph
         self.config: TrainConfig = spec.graph.train
@@ -65,8 +67,10 @@ class Trainer:
         self.model = spec.to_torch(seed=self.config.seed).to(self.device)
         self.weight_names = list(self.graph.weights)
         self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters())
-        steps = len(_batches(len(splits.train), self.config.batch, 0, 0))
-        self.schedule = Schedule(self.config.schedule, self.optimizer, self.config.epochs, steps)
+        self.steps_per_epoch = len(_batches(len(splits.train), self.config.batch, 0, 0))
+        # The schedule's horizon: the spec's epochs, or more when a run asks for more.
+        self.horizon = max(epochs or 0, self.config.epochs)
+        self.schedule = Schedule(self.config.schedule, self.optimizer, self.horizon, self.steps_per_epoch)
         self.input_names = [v.name for v in self.graph.inputs]
         self.output_names = [n for n, _ in self.graph.outputs]
         self.classify = classification_output(self.config.loss)
@@ -76,6 +80,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.bad_epochs = 0
         self.epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None  # kept in memory for restore_best
 
     # --- pieces of a step ---------------------------------------------------------------
     def _perceptual(self) -> dict[str, Callable[..., torch.Tensor]]:
@@ -207,6 +212,8 @@ class Trainer:
         if monitor not in metrics:
             return self.best is None
         value = metrics[monitor]
+        if not math.isfinite(value):
+            return False
         delta = es.kwargs["min_delta"] if es else 0.0
         better = self.best is None or (
             value < self.best - delta if (not es or es.kwargs["mode"] == "min") else value > self.best + delta
@@ -219,7 +226,7 @@ class Trainer:
     def save(self, tag: str, reason: str = "") -> None:
         if self.run is None:
             return
-        info = {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+        info = {"epoch": self.epoch, "horizon": self.horizon, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history, "reason": reason}
         checkpoint.save(self.run, tag, self.model, self.weight_names, self.optimizer, info)
 
@@ -227,6 +234,9 @@ class Trainer:
         weights, optim_state, info = checkpoint.load(self.run, tag)
         self.model.load_state_dict(_with_aliases(self.graph, weights), strict=True)
         self.optimizer.load_state_dict(optim_state)
+        if info.get("horizon", self.horizon) != self.horizon:  # resume with the run's own horizon
+            self.horizon = info["horizon"]
+            self.schedule = Schedule(self.config.schedule, self.optimizer, self.horizon, self.steps_per_epoch)
         self.schedule.load_state_dict(info["schedule"])
         torch.set_rng_state(info["rng_torch"])
         self.epoch, self.best, self.best_epoch = info["epoch"], info["best"], info["best_epoch"]
@@ -291,15 +301,15 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
     dataset = load_data(data, spec.graph)
     splits = split(dataset, config.settings.get("validation", 0.1), test_share, config.seed)
     if len(splits.train) == 0:
-        raise error(Span.unknown(str(data)), f"the data has only {len(dataset)} rows: nothing left to train on")
+        raise error(Span.nowhere(str(data)), f"the data has only {len(dataset)} rows: nothing left to train on")
     run = Path(out) if out is not None else None
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(spec, splits, run, device, quiet)
     total_epochs = epochs or config.epochs
+    trainer = Trainer(spec, splits, run, device, quiet, total_epochs)
     if resume:
         if run is None or not (run / "last.safetensors").is_file():
-            raise error(Span.unknown(str(run)), f"nothing to resume in {run}: no last.safetensors")
+            raise error(Span.nowhere(str(run)), f"nothing to resume in {run}: no last.safetensors")
         trainer.restore("last")
     elif run is not None:
         (run / "metrics.jsonl").unlink(missing_ok=True)
@@ -320,13 +330,19 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
             if problem:
                 reason, failed = f"stopped: {problem}; kept the last good checkpoint", True
                 break
-            trainer.epoch += 1
-            metrics = {"epoch": trainer.epoch, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
+            metrics = {"epoch": trainer.epoch + 1, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
                        "train_loss": train_loss, **trainer.measure(splits.val, "val")}
+            if not all(math.isfinite(v) for v in metrics.values()):
+                bad = next(k for k, v in metrics.items() if not math.isfinite(v))
+                reason, failed = (f"stopped: {bad} became {metrics[bad]} at epoch {trainer.epoch + 1}; "
+                                  "kept the last good checkpoint"), True
+                break
+            trainer.epoch += 1
             trainer.history.append(metrics)
             trainer.schedule.after_epoch(metrics)
             if trainer.improved(metrics):
                 trainer.best_epoch, trainer.bad_epochs = trainer.epoch, 0
+                trainer.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
                 trainer.save("best")
             else:
                 trainer.bad_epochs += 1
@@ -345,9 +361,12 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
             bar.close()
         trainer.save("last", "interrupted")
         reason = f"interrupted at epoch {trainer.epoch + 1}; saved {run / 'last.safetensors' if run else 'nothing'}"
-    if es and es.kwargs["restore_best"] and run is not None and (run / "best.safetensors").is_file():
-        weights, _, _ = checkpoint.load(run, "best")
-        trainer.model.load_state_dict(_with_aliases(trainer.graph, weights), strict=True)
+    if es and es.kwargs["restore_best"]:
+        if trainer.best_state is not None:
+            trainer.model.load_state_dict(trainer.best_state, strict=True)
+        elif run is not None and (run / "best.safetensors").is_file():  # a resumed run: best is on disk
+            weights, _, _ = checkpoint.load(run, "best")
+            trainer.model.load_state_dict(_with_aliases(trainer.graph, weights), strict=True)
     test = trainer.measure(splits.test, "test")
     result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed)
     if run is not None and trainer.history:
