@@ -340,7 +340,7 @@ def test_penalties_add_their_gradient_to_matching_parameters_only():
     def grads(with_penalty: bool) -> dict[str, torch.Tensor]:
         t.model.zero_grad()
         loss, _ = t.loss(env)
-        (loss + t.penalty() if with_penalty else loss).backward()
+        (t.penalty(loss) if with_penalty else loss).backward()
         return {n: p.grad.clone() for n, p in t.model.named_parameters()}
 
     t.model.eval()  # no dropout in this net, but keep the two passes identical

@@ -27,7 +27,7 @@ from flashc.ir.graph import Graph
 from flashc.ir.train import TrainConfig
 from flashc.train import checkpoint
 from flashc.train.data import Dataset, Splits, load_data, split
-from flashc.train.losses import classification_output, evaluate, mse
+from flashc.train.losses import classification_output, compile_loss, mse
 from flashc.train.optim import Schedule, make_optimizer
 from flashc.weights import write_atomic
 
@@ -75,6 +75,9 @@ class Trainer:
         self.output_names = [n for n, _ in self.graph.outputs]
         self.classify = classification_output(self.config.loss)
         self.extra_losses = self._perceptual()
+        self.loss_fn = compile_loss(self.config.loss, self.extra_losses)
+        self.penalized = [(pen.kind, pen.strength, [self.model.get_parameter(p) for p in pen.parameters])
+                          for pen in self.config.penalties]
         self.history: list[dict[str, float]] = []
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -123,15 +126,14 @@ class Trainer:
 
     def loss(self, env: dict[str, torch.Tensor]) -> torch.Tensor:
         full = self.forward(env)
-        return evaluate(self.config.loss, full, self.extra_losses).to(self.device), full
+        return self.loss_fn(full), full
 
-    def penalty(self) -> torch.Tensor:
-        total = torch.zeros((), device=self.device)
-        for pen in self.config.penalties:
-            for path in pen.parameters:
-                w = self.model.get_parameter(path)
-                total = total + pen.strength * (w.abs().sum() if pen.kind == "l1" else w.pow(2).sum())
-        return total
+    def penalty(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss plus the L1 / L2 penalties of the parameters their patterns chose."""
+        for kind, strength, params in self.penalized:
+            total = sum(w.abs().sum() if kind == "l1" else w.pow(2).sum() for w in params)
+            loss = loss + strength * total
+        return loss
 
     def adversarial(self, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Replace a share of the batch by FGSM / PGD examples of the float inputs."""
@@ -169,9 +171,10 @@ class Trainer:
         for index in _batches(len(self.splits.train), self.config.batch, self.epoch, self.config.seed):
             env = self.adversarial(self.tensors(self.splits.train, index))
             loss, _ = self.loss(env)
-            loss = loss + self.penalty()
-            if not torch.isfinite(loss):
-                return total / max(count, 1), steps, f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {steps + 1}"
+            loss = self.penalty(loss)
+            value = loss.item()
+            if not math.isfinite(value):
+                return total / max(count, 1), steps, f"the loss became {value} at epoch {self.epoch + 1}, step {steps + 1}"
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad:
@@ -179,11 +182,11 @@ class Trainer:
             self.optimizer.step()
             self.schedule.after_step()
             steps += 1
-            total += loss.item() * len(index)
+            total += value * len(index)
             count += len(index)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.4f}")
+                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
         return total / max(count, 1), steps, None
 
     @torch.no_grad()

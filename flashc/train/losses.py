@@ -80,16 +80,25 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 
 def evaluate(term: LossTerm, env: dict[str, Tensor], extra: dict[str, Callable[..., Tensor]] | None = None) -> Tensor:
     """The value of a loss expression over named tensors (outputs, inputs, targets)."""
+    return compile_loss(term, extra)(env)
+
+
+def compile_loss(term: LossTerm, extra: dict[str, Callable[..., Tensor]] | None = None) -> Callable[[dict], Tensor]:
+    """The loss expression as one closure, resolved once instead of walked at every step."""
     if term.kind == "number":
-        return torch.tensor(term.value)
+        value = torch.tensor(term.value)
+        return lambda env: value
     if term.kind == "neg":
-        return -evaluate(term.children[0], env, extra)
+        inner = compile_loss(term.children[0], extra)
+        return lambda env: -inner(env)
     if term.kind == "binop":
-        a, b = (evaluate(c, env, extra) for c in term.children)
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[term.name]
+        a, b = (compile_loss(c, extra) for c in term.children)
+        op = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}[term.name]
+        return lambda env: op(a(env), b(env))
     fn = (extra or {}).get(term.name) or LOSSES[term.name]
-    options: dict[str, Any] = {k: v for k, v in term.options}
-    return fn(*(env[a] for a in term.args), **options)
+    options: dict[str, Any] = dict(term.options)
+    names = term.args
+    return lambda env: fn(*(env[a] for a in names), **options)
 
 
 def classification_output(term: LossTerm) -> tuple[str, str] | None:
