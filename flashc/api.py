@@ -74,16 +74,14 @@ class Spec:
 
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
                 opset: int | None = None) -> Any:
-        """An onnx.ModelProto; with ``path`` the model is streamed to that file (large models
-        stay out of memory) and read back without external weight data."""
+        """An in-memory onnx.ModelProto; with ``path``, the model is streamed to that file one
+        weight at a time instead (large models never sit in memory) and the path is returned."""
         from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model, write_onnx
 
         if path is None:
             return to_onnx_model(self.graph, weights, seed, opset or DEFAULT_OPSET)
         write_onnx(path, self.graph, weights, seed, opset or DEFAULT_OPSET)
-        import onnx
-
-        return onnx.load(str(path), load_external_data=False)
+        return Path(path)
 
 
 def _weights(graph: Graph, weights: Weights) -> dict[str, Any] | None:

@@ -151,6 +151,7 @@ class Builder:
     layer_ops: dict[str, str] = field(default_factory=dict)
     layer_owner: dict[str, object] = field(default_factory=dict)
     value_names: set[str] = field(default_factory=set)
+    value_counters: dict[str, int] = field(default_factory=dict)
     renames: dict[str, str] = field(default_factory=dict)
     dim_sources: dict[str, tuple[Value, int]] = field(default_factory=dict)
     inputs: list[Value] = field(default_factory=list)
@@ -168,12 +169,14 @@ class Builder:
     # --- values -------------------------------------------------------------------------
     def new_value(self, base: str, type_: TensorType) -> Value:
         base = base if base.isidentifier() and base not in RESERVED else f"v_{base}"
-        for i in itertools.count():
-            name = base if i == 0 else f"{base}_{i}"
-            if name not in self.value_names:
-                self.value_names.add(name)
-                return Value(name, type_)
-        raise AssertionError("unreachable")
+        i = self.value_counters.get(base, 0)
+        name = base if i == 0 else f"{base}_{i}"
+        while name in self.value_names:
+            i += 1
+            name = f"{base}_{i}"
+        self.value_counters[base] = i + 1
+        self.value_names.add(name)
+        return Value(name, type_)
 
     # --- model ----------------------------------------------------------------------------
     def build_model(self, model: ast.Model, blocks: dict[str, tuple[ast.BlockDef, dict]]) -> Scope:
