@@ -9,6 +9,7 @@ are collected and reported together; a failed statement binds its target to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import keyword
@@ -41,7 +42,7 @@ MODULE_ATTRS = frozenset({
 })
 def _class_names_taken() -> frozenset[str]:
     """Names the generated torch file defines or imports: a model may not take them."""
-    preludes = "\n".join(cls.torch_prelude for cls in REGISTRY.values())
+    preludes = "\n".join(p for cls in REGISTRY.values() for p in cls.torch_prelude)
     return frozenset({"torch", "nn", "F", "math", *re.findall(r"^class (\w+)", preludes, re.M)})
 
 
@@ -411,10 +412,8 @@ class Builder:
         raise self.fail(getattr(e, "span", Span.unknown(self.file)), "unsupported expression")
 
     def lookup(self, e: ast.Name, scope: Scope) -> Any:
-        try:
+        with contextlib.suppress(KeyError):
             return scope.lookup(e.id)
-        except KeyError:
-            pass
         if e.id in CONSTANTS:
             return CONSTANTS[e.id]
         if e.id in REGISTRY:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -34,10 +35,8 @@ def parse_value(text: str) -> Any:
     if low in ("true", "false"):
         return low == "true"
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(text.replace("_", ""))
-        except ValueError:
-            pass
     return text.strip('"')
 
 

@@ -110,7 +110,7 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
             else:
                 found[stmt.name] = _setting(stmt, scope, b)
         except _Abort:
-            pass
+            continue  # already reported; check the next statement
     loss = None
     if "loss" not in found:
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `loss`"))
@@ -118,7 +118,7 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         try:
             loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b)
         except _Abort:
-            pass
+            loss = None  # already reported
     if "optimizer" not in found.get("_attempted", set()):
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
     if loss is not None:

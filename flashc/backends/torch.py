@@ -77,8 +77,7 @@ def torch_source(graph: Graph) -> str:
     assert IDENT.match(graph.name)
     preludes: list[str] = []
     for node in graph.nodes:
-        if node.op.torch_prelude and node.op.torch_prelude not in preludes:
-            preludes.append(node.op.torch_prelude)
+        preludes += [p for p in node.op.torch_prelude if p not in preludes]
     args = ", ".join(v.name for v in graph.inputs)
     body: list[str] = []
     for node in graph.nodes:

@@ -31,13 +31,20 @@ class MultiHeadAttention(nn.Module):
         self.v = nn.Linear(kv_dim, dim, bias=bias)
         self.out = nn.Linear(dim, dim, bias=bias)
 
+    def split_heads(self, x, kv):
+        """Project queries from x, keys and values from kv: [B, h, T, C/h] and [B, h, S, C/h]."""
+        B, T, C = x.shape
+        S, h = kv.shape[1], self.heads
+        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)
+        k = self.k(kv).view(B, S, h, C // h).transpose(1, 2)
+        v = self.v(kv).view(B, S, h, C // h).transpose(1, 2)
+        return q, k, v
+
     def forward(self, x, kv=None, key_padding_mask=None):
         kv = x if kv is None else kv
         B, T, C = x.shape
-        S, h = kv.shape[1], self.heads
-        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)  # [B, h, T, C/h]
-        k = self.k(kv).view(B, S, h, C // h).transpose(1, 2)  # [B, h, S, C/h]
-        v = self.v(kv).view(B, S, h, C // h).transpose(1, 2)
+        S = kv.shape[1]
+        q, k, v = self.split_heads(x, kv)
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
         if self.causal and mask is not None:
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
@@ -64,7 +71,7 @@ class Attention(Op):
         "bias": Param(bool, True),
         "dropout": Param(float, 0.0, doc="dropout on the attention weights (training only)"),
     }
-    torch_prelude = TORCH_HELPER
+    torch_prelude = (TORCH_HELPER,)
     samples = (
         {"x": "float32[2, 5, 8]", "heads": 2},
         {"x": "float32[2, 5, 8]", "heads": 4, "causal": True},

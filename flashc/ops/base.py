@@ -70,7 +70,9 @@ class Op:
     inputs: ClassVar[tuple[Input, ...]] = (Input("x"),)
     params: ClassVar[dict[str, Param]] = {}
     samples: ClassVar[tuple[dict[str, Any], ...]] = ()
-    torch_prelude: ClassVar[str] = ""
+    # Helper classes the generated torch file must define, dependencies first;
+    # each is emitted once however many ops ask for it.
+    torch_prelude: ClassVar[tuple[str, ...]] = ()
     # Ops that consume a tied weight accept it as a keyword naming a weight path.
     tieable: ClassVar[tuple[str, ...]] = ()
     # Ops whose result varies between train and eval (dropout) are still

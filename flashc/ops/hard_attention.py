@@ -12,12 +12,12 @@ from typing import Any
 
 from flashc.ir.dims import is_static
 from flashc.ir.types import TensorType
-from flashc.ops.attention import Attention
+from flashc.ops.attention import TORCH_HELPER, Attention
 from flashc.ops.base import Input, Lowering, Op, Param
 from flashc.ops.linalg import onnx_linear
 
 TORCH_HARD_ATTENTION = '''
-class HardAttention(nn.Module):
+class HardAttention(MultiHeadAttention):
     """Multi-head attention where each query attends only to its top_k keys.
 
     Forward: scores outside a query's top_k become -inf before the softmax
@@ -27,22 +27,15 @@ class HardAttention(nn.Module):
     """
 
     def __init__(self, dim, heads, kv_dim=None, bias=True, top_k=1, causal=False):
-        super().__init__()
-        kv_dim = kv_dim or dim
-        self.heads, self.top_k, self.causal = heads, top_k, causal
-        self.q = nn.Linear(dim, dim, bias=bias)
-        self.k = nn.Linear(kv_dim, dim, bias=bias)
-        self.v = nn.Linear(kv_dim, dim, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+        super().__init__(dim, heads, kv_dim=kv_dim, bias=bias, causal=causal)
+        self.top_k = top_k
 
     def forward(self, x, kv=None, key_padding_mask=None):
         kv = x if kv is None else kv
         B, T, C = x.shape
-        S, h = kv.shape[1], self.heads
-        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)  # [B, h, T, C/h]
-        k = self.k(kv).view(B, S, h, C // h).transpose(1, 2)  # [B, h, S, C/h]
-        v = self.v(kv).view(B, S, h, C // h).transpose(1, 2)
-        scores = q @ k.transpose(-2, -1) * (C // h) ** -0.5  # [B, h, T, S]
+        S = kv.shape[1]
+        q, k, v = self.split_heads(x, kv)
+        scores = q @ k.transpose(-2, -1) * (C // self.heads) ** -0.5  # [B, h, T, S]
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         if self.causal:
@@ -178,7 +171,7 @@ class HardAttention(Attention):
         "causal": Param(bool, False, doc="each position attends only to itself and earlier ones"),
         "bias": Param(bool, True),
     }
-    torch_prelude = TORCH_HARD_ATTENTION
+    torch_prelude = (TORCH_HELPER, TORCH_HARD_ATTENTION)
     samples = (
         {"x": "float32[2, 5, 8]", "heads": 2},
         {"x": "float32[2, 6, 8]", "heads": 2, "top_k": 3, "causal": True},

@@ -167,7 +167,7 @@ class Lstm(Recurrent):
     gates = 4
     onnx_gate_order = (0, 3, 1, 2)  # torch i f g o -> ONNX i o f c
     onnx_op = "LSTM"
-    torch_prelude = TORCH_LSTM
+    torch_prelude = (TORCH_LSTM,)
     samples = (
         {"x": "float32[2, 5, 3]", "hidden": 4},
         {"x": "float32[2, 5, 3]", "hidden": 4, "layers": 2, "bidirectional": True},

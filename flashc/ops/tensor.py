@@ -45,7 +45,7 @@ class Parameter(Op):
         "init": Param(str, "normal", choices=("normal", "zeros")),
         "std": Param(float, 0.02, doc="standard deviation of the normal init"),
     }
-    torch_prelude = TORCH_PARAMETER
+    torch_prelude = (TORCH_PARAMETER,)
     samples = ({"shape": (1, 1, 8)}, {"shape": (5, 4), "init": "zeros"})
 
     def _shape(self) -> tuple[int, ...]:
