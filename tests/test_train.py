@@ -755,3 +755,21 @@ def test_more_epochs_stretch_the_schedule():
     spec = classifier("optimizer sgd(lr = 0.1)", "schedule cosine", "epochs 4", "batch full")
     lrs = [h["lr"] for h in spec.fit(tiny(), epochs=8, quiet=True).history]
     assert all(a > b for a, b in zip(lrs, lrs[1:])), lrs  # still falling at epoch 8, never back up
+
+
+def test_ctrl_c_saves_the_last_checkpoint_and_returns(tmp_path, monkeypatch):
+    spec = classifier("optimizer sgd(lr = 0.1)", "batch 8", "epochs 5")
+    real = Trainer.train_epoch
+
+    def interrupted(self, progress):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, progress)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    result = spec.fit(tiny(), tmp_path, quiet=True)
+    assert result.stop_reason.startswith("interrupted at epoch 3") and len(result.history) == 2
+    assert json.loads((tmp_path / "last.json").read_text())["reason"] == "interrupted"
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    resumed = spec.fit(tiny(), tmp_path, resume=True, quiet=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
