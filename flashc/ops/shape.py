@@ -171,3 +171,33 @@ class Concat(Op):
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         return tape.op("Concat", list(c.inputs), {"axis": self.axis})
+
+
+class ExpandLike(Op):
+    """Repeat a size-1 axis of `x` to the size that axis has in `like` (a class token per batch row)."""
+
+    family = "shape"
+    inputs = (Input("x"), Input("like"))
+    params = {"axis": Param(int, 0, doc="the axis to expand; x must have size 1 there")}
+    samples = ({"x": "float32[2, 1, 4]", "like": "float32[2, 5, 4]", "axis": 1},)
+
+    def infer(self, x: TensorType, like: TensorType) -> TensorType:
+        axis = normalize_axis(self, self.axis, x.rank)
+        self.require(axis < like.rank, f"expand_like axis {self.axis} is out of range for {like}")
+        self.require(x.shape[axis] == 1, f"expand_like needs size 1 on axis {self.axis}, got {x.shape_str()}")
+        return x.with_shape(x.shape[:axis] + (like.shape[axis],) + x.shape[axis + 1:])
+
+    def to_torch(self, c: Lowering) -> str:
+        axis = self.axis % c.types[0].rank
+        sizes = ["-1"] * c.types[0].rank
+        sizes[axis] = f"{c.inputs[1]}.shape[{axis}]"
+        return f"{c.inputs[0]}.expand({', '.join(sizes)})"
+
+    def to_onnx(self, tape: Any, c: Lowering) -> str:
+        rank = c.types[0].rank
+        axis = self.axis % rank
+        size = tape.op("Shape", [c.inputs[1]], {"start": axis, "end": axis + 1})
+        parts = ([tape.const([1] * axis, "int64")] if axis else []) + [size] + (
+            [tape.const([1] * (rank - axis - 1), "int64")] if axis < rank - 1 else [])
+        shape = tape.op("Concat", parts, {"axis": 0}) if len(parts) > 1 else size
+        return tape.op("Expand", [c.inputs[0], shape])
