@@ -1,6 +1,7 @@
-"""The main job in one file: compile a real spec to ONNX and PyTorch, run both, compare.
+"""The main job in one file: check a real spec, train it, compile it to ONNX and PyTorch, run both.
 
-    python examples/quickstart.py [SPEC]      (default: specs/lenet5.flash)
+    python examples/quickstart.py            # specs/mlp_digits.flash on scikit-learn's digits
+    python examples/quickstart.py SPEC       # any spec: compile and compare on random inputs
 """
 
 from __future__ import annotations
@@ -15,22 +16,13 @@ import onnxruntime as ort
 import torch
 
 import flashc
+from flashc.train.builtin import digits
+from flashc.train.data import split
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(spec_path: str) -> int:
-    t0 = time.perf_counter()
-    spec = flashc.load(spec_path)
-    print(spec.table())
-    print(f"\nchecked in {time.perf_counter() - t0:.2f} s")
-
-    out = Path(tempfile.mkdtemp(prefix="flashc-"))
-    onnx_path = out / f"{spec.name}.onnx"
-    t0 = time.perf_counter()
-    spec.to_onnx(onnx_path, seed=0)
-    print(f"wrote {onnx_path} in {time.perf_counter() - t0:.2f} s")
-    (out / f"{spec.name}.py").write_text(spec.torch_source())
-    model = spec.to_torch(seed=0).eval()  # the same seeded weights as the ONNX file
-
+def random_inputs(spec: flashc.Spec) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {}
     for v in spec.graph.inputs:
@@ -41,21 +33,52 @@ def main(spec_path: str) -> int:
             feeds[v.name] = np.zeros(shape, dtype=bool)
         else:
             feeds[v.name] = rng.integers(0, 10, shape)
+    return feeds
+
+
+def compare(spec: flashc.Spec, onnx_path: Path, weights: str | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the ONNX file in onnxruntime and the PyTorch module on the same inputs; fail on disagreement."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, feeds)
+    model = spec.to_torch(weights=weights, seed=0).eval()
     with torch.no_grad():
         ref = model(*(torch.from_numpy(feeds[v.name]) for v in spec.graph.inputs))
     refs = ref if isinstance(ref, tuple) else (ref,)
     for (name, _), a, b in zip(spec.graph.outputs, got, refs):
-        print(f"\n{name}: onnxruntime {list(a.shape)}, argmax {a.reshape(a.shape[0], -1).argmax(-1).tolist()}")
-        print(f"{name}: pytorch     {list(b.shape)}, argmax {b.reshape(b.shape[0], -1).argmax(-1).tolist()}")
         diff = float(np.abs(a - b.numpy()).max())
-        print(f"{name}: max |onnxruntime - pytorch| = {diff:.2e}")
+        print(f"{name}: {list(a.shape)}, max |onnxruntime - pytorch| = {diff:.2e}")
         if diff > 1e-4:
-            print("MISMATCH", file=sys.stderr)
-            return 1
+            raise SystemExit(f"MISMATCH in {name}")
+    return got
+
+
+def main(spec_path: str | None = None) -> int:
+    out = Path(tempfile.mkdtemp(prefix="flashc-"))
+    t0 = time.perf_counter()
+    spec = flashc.load(spec_path or ROOT / "specs" / "mlp_digits.flash")
+    print(spec.table())
+    print(f"\nchecked in {time.perf_counter() - t0:.2f} s\n")
+
+    weights = None
+    if spec_path is None:  # train on the real digits first
+        spec.fit("digits", out / "run", epochs=15)
+        weights = str(out / "run" / "best.safetensors")
+    onnx_path = out / f"{spec.name}.onnx"
+    t0 = time.perf_counter()
+    spec.to_onnx(onnx_path, weights=weights, seed=0)
+    (out / f"{spec.name}.py").write_text(spec.torch_source())
+    print(f"\nwrote {onnx_path} and {spec.name}.py in {time.perf_counter() - t0:.2f} s")
+
+    if spec_path is not None:
+        compare(spec, onnx_path, weights, random_inputs(spec))
+        return 0
+    test = split(digits(spec.graph, None), 0.1, 0.1, spec.train.seed).test
+    logits = compare(spec, onnx_path, weights, {"pixels_in": test.arrays["pixels_in"]})[0]
+    accuracy = float((logits.argmax(-1) == test.arrays["label"]).mean())
+    print(f"onnxruntime accuracy on {len(test)} held-out digits: {accuracy:.3f}")
+    print(f"first predictions: {logits.argmax(-1)[:12].tolist()}  labels: {test.arrays['label'][:12].tolist()}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent.parent / "specs" / "lenet5.flash")))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -143,3 +143,17 @@ def test_an_example_runs_as_a_script(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "roc_auc:" in done.stdout
     assert (tmp_path / "run" / "metrics.jsonl").is_file() and (tmp_path / "siamese_digits.onnx").is_file()
+
+
+def test_quickstart_trains_compiles_and_agrees(capsys):
+    """The README's main job: check, train, compile to ONNX and PyTorch, run both on held-out digits."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        quickstart = importlib.import_module("quickstart")
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    assert quickstart.main() == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("onnxruntime accuracy on 180 held-out digits: ")[1].split()[0])
+    assert accuracy >= 0.9
+    assert "total parameters: 17,226" in out
