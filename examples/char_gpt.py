@@ -61,7 +61,8 @@ def main(out: Path, quiet: bool = False) -> dict[str, Any]:
     results.update(
         parameters=spec.parameter_count, epochs=len(fit.history), windows=len(data.train) + len(data.val) + len(data.test),
         unigram_entropy=unigram_entropy(data.train.arrays["targets"]), first_val_loss=fit.history[0]["val_loss"],
-        val_loss=fit.history[-1]["val_loss"], val_accuracy=fit.history[-1]["val_accuracy"],
+        best_epoch=fit.best_epoch, val_loss=fit.history[fit.best_epoch - 1]["val_loss"],
+        val_accuracy=fit.history[fit.best_epoch - 1]["val_accuracy"],
         test_loss=fit.test["test_loss"], onnx_max_diff=diff, onnx_argmax_equal=argmax_equal,
         greedy=greedy, sampled=sampled,
     )

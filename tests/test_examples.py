@@ -126,8 +126,9 @@ def test_segment_shapes(tmp_path):
 
 def test_char_gpt(tmp_path):
     r = run("char_gpt", tmp_path)
-    # Measured 1.78 nats per byte on the validation windows; the text's unigram entropy is 3.56.
-    assert r["val_loss"] < 2.2
+    # Validation text is held out in contiguous stretches (no overlap with training windows):
+    # measured 2.36 nats per byte at the best epoch; the text's unigram entropy is 3.56.
+    assert r["val_loss"] < 2.5
     assert r["val_loss"] < r["unigram_entropy"] - 1.0
     assert r["onnx_argmax_equal"]
     for text in (r["greedy"], r["sampled"]):

@@ -71,16 +71,24 @@ def digit_pairs(graph: Graph, arg: str | None) -> Dataset:
     images = (d.images / 16.0).astype(np.float32)
     rng = np.random.default_rng(int(arg or 0))
     n = len(images)
+    # Images are dealt into 60 groups and pairs are drawn within a group, so a split by
+    # group never shows the same image in training and in testing.
+    image_group = rng.permutation(n) % 60
+    members = [[np.flatnonzero((image_group == g) & (d.target == k)) for k in range(10)] for g in range(60)]
+    in_group = [np.flatnonzero(image_group == g) for g in range(60)]
     first = rng.integers(0, n, n * 2)
     same = rng.random(n * 2) < 0.5
-    by_label = [np.flatnonzero(d.target == k) for k in range(10)]
-    second = np.array([rng.choice(by_label[d.target[i]]) if s else rng.integers(0, n) for i, s in zip(first, same)])
+    second = np.array([
+        rng.choice(members[image_group[i]][d.target[i]]) if s else rng.choice(in_group[image_group[i]])
+        for i, s in zip(first, same)
+    ])
     inputs, targets = _slots(graph)
     if len(inputs) != 2 or len(targets) != 1:
         raise error(Span.nowhere("digit_pairs"), "digit_pairs fills two image inputs and one target")
     (a, ta), (b, tb) = inputs
     label = (d.target[first] == d.target[second]).astype(np.float32)
-    return Dataset({a: _images(images[first], ta, a), b: _images(images[second], tb, b), targets[0][0]: label})
+    return Dataset({a: _images(images[first], ta, a), b: _images(images[second], tb, b), targets[0][0]: label},
+                   groups=image_group[first])
 
 
 def shapes(graph: Graph, arg: str | None) -> Dataset:
@@ -122,7 +130,9 @@ def chars(graph: Graph, arg: str | None) -> Dataset:
     data = np.frombuffer(default_text().encode("ascii", errors="replace"), dtype=np.uint8).astype(np.int64)
     starts = np.arange(0, len(data) - length - 1, max(1, length // 4))
     windows = np.stack([data[s:s + length + 1] for s in starts])
-    return Dataset({name: windows[:, :-1], target: windows[:, 1:]})
+    # Overlapping windows of one stretch of 8 windows' length stay in one split; only the
+    # few windows at a stretch's edge share text with the next stretch.
+    return Dataset({name: windows[:, :-1], target: windows[:, 1:]}, groups=starts // (8 * length))
 
 
 def blobs(graph: Graph, arg: str | None) -> Dataset:
