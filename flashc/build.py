@@ -30,7 +30,7 @@ from flashc.syntax.parser import parse
 
 RESERVED = {"self", "torch", "nn", "F", "math"} | set(keyword.kwlist)
 CONSTANTS = {"true": True, "false": False}
-BUILTINS = ("repeat",)
+BUILTINS = ("repeat", "sequential")
 # Attributes every torch.nn.Module already has: a layer may not be named like them.
 MODULE_ATTRS = frozenset({
     "training", "forward", "state_dict", "load_state_dict", "parameters", "named_parameters", "buffers",
@@ -139,6 +139,15 @@ class Repeat:
     shared: bool
     span: Span
     path: str | None = None  # set when named: `blocks = repeat(12, Decoder)`
+
+
+@dataclass
+class Sequential:
+    """`sequential(a, b, ...)`: layers and blocks applied in order, weights under `name.0`, `name.1`, ..."""
+
+    items: tuple
+    span: Span
+    path: str | None = None
 
 
 @dataclass
@@ -329,7 +338,7 @@ class Builder:
         return cls is not None and not any(not i.optional for i in cls.inputs)
 
     def bind(self, name: str, value: Any, scope: Scope, span: Span | None = None) -> None:
-        if isinstance(value, (Layer, Block, Repeat)) and name in MODULE_ATTRS:
+        if isinstance(value, (Layer, Block, Repeat, Sequential)) and name in MODULE_ATTRS:
             raise self.fail(span or Span.unknown(self.file), f"`{name}` cannot name a layer: torch modules already use it",
                             f"try `{name}_layer`")
         if isinstance(value, Layer) and value.path is None:
@@ -337,7 +346,7 @@ class Builder:
         elif isinstance(value, Block) and value.path is None and value.node.name != name:
             path = self.claim_path(self.binding_path(name, scope), scope.owner)
             value = replace(value, path=path, owner=(scope.owner, path))
-        elif isinstance(value, Repeat) and value.path is None:
+        elif isinstance(value, (Repeat, Sequential)) and value.path is None:
             value = replace(value, path=self.claim_path(self.binding_path(name, scope), scope.owner))
         elif isinstance(value, Tensor):
             local = name if not scope.prefix else f"{scope.prefix.replace('.', '_')}_{name}"
@@ -507,8 +516,12 @@ class Builder:
             return self.apply_block(func, args, kwargs, span, scope)
         if isinstance(func, Repeat):
             return self.apply_repeat(func, args, kwargs, span, scope)
+        if isinstance(func, Sequential):
+            return self.apply_sequential(func, args, kwargs, span, scope)
         if func == "repeat":
             return self.make_repeat(args, kwargs, span, scope)
+        if func == "sequential":
+            return self.make_sequential(args, kwargs, span, scope)
         raise self.fail(span, f"{describe(func)} cannot be called")
 
     # layers
@@ -759,13 +772,64 @@ class Builder:
     def run_block(self, block: Block, bound: dict, prefix: str, owner: object, span: Span) -> Any:
         inner = Scope({}, block.scope, prefix, owner)
         for p in block.node.params:
-            inner.vars[p.name] = bound[p.name] if p.name in bound else self.eval(p.default, inner)
+            value = bound[p.name] if p.name in bound else self.eval(p.default, inner)
+            if isinstance(value, (Layer, Block, Repeat, Sequential)) and value.path is None:
+                # a layer handed to the block takes the parameter's name: `downsample` -> `layer2.0.downsample`
+                self.bind(p.name, replace(value), inner, span)
+            else:
+                inner.vars[p.name] = value
         returned = self.run_body(block.node.body, inner)
         if returned is None:
             raise self.fail(block.node.span, f"block {block.node.name} has no `return`")
         if any(isinstance(r, Poison) for r in returned):
             raise _Abort()
         return returned[0] if len(returned) == 1 else tuple(returned)
+
+    # sequential
+    def make_sequential(self, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
+        tensors = [a for a in args if isinstance(a[0], Tensor)]
+        items = [a for a in args if not isinstance(a[0], Tensor)]
+        if kwargs:
+            key, (_, aspan) = next(iter(kwargs.items()))
+            raise self.fail(aspan, f"sequential has no argument `{key}`", "it takes the layers and blocks to chain")
+        for value, aspan in items:
+            if not isinstance(value, (Layer, Block, Repeat, Sequential)):
+                raise self.fail(aspan, f"sequential chains layers and blocks, got {describe(value)}")
+        if not items:
+            raise self.fail(span, "sequential needs at least one layer or block")
+        seq = Sequential(tuple(v for v, _ in items), span)
+        return self.apply_sequential(seq, tensors, {}, span, scope) if tensors else seq
+
+    def apply_sequential(self, seq: Sequential, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
+        if kwargs or len(args) != 1 or not isinstance(args[0][0], Tensor):
+            raise self.fail(span, "a sequential is applied to one tensor")
+        if seq.path is not None:
+            container, owner = seq.path, scope.owner
+        else:
+            container = scope.fresh("sequential")
+            owner = (scope.owner, container)
+            container = self.claim_path(container, owner)
+        x = args[0][0]
+        for i, item in enumerate(seq.items):
+            path = f"{container}.{i}"
+            if isinstance(item, Block):
+                free = [p.name for p in item.node.params if p.name not in item.bound]
+                if not free:
+                    raise self.fail(span, f"block {item.node.name} takes no free argument to chain")
+                bound = {**item.bound, free[0]: x}
+                if item.path is not None:
+                    path, item_owner = item.path, item.owner
+                else:
+                    item_owner = (owner, i)
+                    self.claim_path(path, item_owner)
+                x = self.run_block(item, bound, path, item_owner, span)
+            else:
+                if item.path is None:
+                    item = replace(item, path=self.claim_path(path, owner))
+                x = self.apply(item, [(x, span)], {}, span, scope)
+            if not isinstance(x, Tensor):
+                raise self.fail(span, f"each step of a sequential must give one tensor, got {describe(x)}")
+        return x
 
     # repeat
     def make_repeat(self, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
@@ -870,6 +934,8 @@ def describe(value: Any) -> str:
         return f"the block {value.node.name}" + (f" (not applied: `{missing[0]}` is missing)" if missing else "")
     if isinstance(value, Repeat):
         return "a repeat"
+    if isinstance(value, Sequential):
+        return "a sequential"
     if isinstance(value, WeightRef):
         return f"the weight `{value.path}`"
     if isinstance(value, bool):

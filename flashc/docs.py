@@ -70,6 +70,16 @@ h = h |> repeat(4, Decoder(mask = pad), shared)   # one set of weights applied 4
 
 State-dict keys follow the names: `blocks.3.attention.q.weight`, `wte.weight`.
 
+`sequential(a, b, ...)` chains layers and blocks and names their weights by position,
+as `torch.nn.Sequential` does; a layer handed to a block takes the parameter's name:
+
+```
+block Basic(x, channels, stride = 1, downsample = identity) { ... return (y + (x |> downsample)) |> relu }
+layer2 = sequential(Basic(channels = 128, stride = 2,
+                          downsample = sequential(conv2d(128, 1, stride = 2, bias = false), batchnorm)),
+                    Basic(channels = 128))          # layer2.0.conv1.weight, layer2.0.downsample.0.weight
+```
+
 ## Imports
 
 ```

@@ -766,3 +766,45 @@ def test_train_section_errors(body, message):
 
 def test_model_without_train_section():
     assert build(TRAIN_MODEL).train is None
+
+
+# --- sequential: torchvision-style indexed names ------------------------------------------------
+
+
+SEQUENTIAL = """
+model Net(w = 4) {
+  input x: float32[B, 3, 8, 8]
+  block Basic(x, channels, stride = 1, downsample = identity) {
+    conv1 = conv2d(channels, 3, stride = stride, padding = 1, bias = false)
+    bn1 = batchnorm
+    return ((x |> conv1 |> bn1) + (x |> downsample)) |> relu
+  }
+  layer1 = sequential(Basic(channels = 3), Basic(channels = 3))
+  layer2 = sequential(Basic(channels = w, stride = 2, downsample = sequential(conv2d(w, 1, stride = 2, bias = false), batchnorm)), Basic(channels = w))
+  output y = x |> layer1 |> layer2 |> sequential(flatten, linear(5), relu)
+}
+"""
+
+
+def test_sequential_names_steps_by_index_and_agrees_with_onnx():
+    spec = flashc.loads(SEQUENTIAL)
+    keys = [k for k in spec.graph.weights if not k.endswith("num_batches_tracked")]
+    assert "layer1.1.conv1.weight" in keys and "layer2.0.downsample.0.weight" in keys
+    assert "layer2.0.downsample.1.running_var" in keys and "sequential.1.weight" in keys
+    assert "layer1.0.downsample" not in " ".join(keys)  # the identity shortcut has no weights
+    model = spec.to_torch(seed=2).eval()
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    session = ort.InferenceSession(spec.to_onnx(seed=2).SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], model(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+def test_a_layer_passed_to_two_block_instances_is_not_shared():
+    spec = flashc.loads(SEQUENTIAL)
+    a, b = spec.graph.weights["layer2.0.downsample.0.weight"], spec.graph.weights["layer2.0.conv1.weight"]
+    assert a.spec.shape == (4, 3, 1, 1) and b.spec.shape == (4, 3, 3, 3)
+
+
+def test_sequential_rejects_non_layers():
+    with pytest.raises(flashc.FlashError, match="sequential chains layers and blocks, got the number 3"):
+        flashc.loads("model M { input x: float32[B, 4]\n output y = x |> sequential(relu, 3) }")

@@ -174,10 +174,10 @@ def test_resnet18_layout():
     shapes = {k: v.spec.shape for k, v in weights.items()}
     assert shapes["conv1.weight"] == (64, 3, 7, 7)
     assert shapes["fc.weight"] == (1000, 512)
-    downsample = sorted(k for k in shapes if ".downsample." in k and k.endswith("conv.weight"))
-    assert downsample == [f"layer{i}.block0.downsample.conv.weight" for i in (2, 3, 4)]
-    assert shapes["layer3.block0.downsample.conv.weight"] == (256, 128, 1, 1)
-    assert shapes["layer4.block1.conv2.weight"] == (512, 512, 3, 3)
+    downsample = sorted(k for k in shapes if ".downsample." in k and len(shapes[k]) == 4)
+    assert downsample == [f"layer{i}.0.downsample.0.weight" for i in (2, 3, 4)]  # torchvision's names
+    assert shapes["layer3.0.downsample.0.weight"] == (256, 128, 1, 1)
+    assert shapes["layer4.1.conv2.weight"] == (512, 512, 3, 3)
     convs = [k for k in shapes if k.endswith("weight") and len(shapes[k]) == 4]
     assert len(convs) == 20 and not any(k.replace("weight", "bias") in shapes for k in convs)
     batchnorms = [k for k in shapes if k.endswith("running_mean")]

@@ -57,7 +57,8 @@ def _init_lines(graph: Graph) -> list[str]:
             if modules.get(path) is not None:
                 lines.append(f"{attr_path(path)} = {modules[path]}")
             elif listed:
-                lines.append(f"{attr_path(path)} = nn.ModuleList([nn.Module() for _ in range({len(children)})])")
+                size = max(int(k) for k in children) + 1  # steps without weights leave gaps
+                lines.append(f"{attr_path(path)} = nn.ModuleList([nn.Module() for _ in range({size})])")
             elif not in_list:
                 lines.append(f"{attr_path(path)} = nn.Module()")
             walk(children, path, listed)
