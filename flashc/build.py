@@ -416,8 +416,8 @@ class Builder:
             left = self.eval(e.left, scope)
             piped = left if isinstance(left, tuple) else (left,)
             if isinstance(e.right, ast.Call):
-                return self.call(e.right, scope, piped)
-            return self.apply(self.callee(e.right, scope), list(piped), {}, e.right.span, scope)
+                return self.call(e.right, scope, [(v, e.left.span) for v in piped])
+            return self.apply(self.callee(e.right, scope), [(v, e.left.span) for v in piped], {}, e.right.span, scope)
         raise self.fail(getattr(e, "span", Span.unknown(self.file)), "unsupported expression")
 
     def lookup(self, e: ast.Name, scope: Scope) -> Any:
@@ -482,9 +482,10 @@ class Builder:
             return e.id
         return self.eval(e, scope)
 
-    def call(self, e: ast.Call, scope: Scope, piped: tuple | None) -> Any:
+    def call(self, e: ast.Call, scope: Scope, piped: list[tuple[Any, Span]] | None) -> Any:
+        """Evaluate arguments to (value, span) pairs; a piped value comes first."""
         func = self.callee(e.func, scope)
-        positional: list[Any] = list(piped or ())
+        positional: list[tuple[Any, Span]] = list(piped or ())
         keywords: dict[str, Any] = {}
         flags = self.flag_names(func)
         for arg in e.args:
@@ -496,7 +497,6 @@ class Builder:
                 keywords[arg.value.id] = (True, arg.span)
             else:
                 positional.append((self.eval(arg.value, scope), arg.span))
-        positional = [p if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Span) else (p, e.span) for p in positional]
         return self.apply(func, positional, keywords, e.span, scope)
 
     @staticmethod
@@ -508,8 +508,8 @@ class Builder:
             return {"shared"}
         return set()
 
-    def apply(self, func: Any, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
-        args = [a if isinstance(a, tuple) and len(a) == 2 and isinstance(a[1], Span) else (a, span) for a in args]
+    def apply(self, func: Any, args: list[tuple[Any, Span]], kwargs: dict, span: Span, scope: Scope) -> Any:
+        """Call a layer, block, repeat, sequential or builtin with (value, span) arguments."""
         if isinstance(func, Layer):
             return self.apply_layer(func, args, kwargs, span, scope)
         if isinstance(func, Block):
