@@ -101,12 +101,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("train needs SPEC, --data and -o RUN/ (or --resume RUN/)")
         spec_path, data, sets, epochs = args.spec, args.data, args.set, args.epochs
     spec = load_model(spec_path, args.model, parse_sets(sets))
-    run.mkdir(parents=True, exist_ok=True)
+    from flashc.train.data import load_data
     from flashc.weights import write_atomic
+
+    dataset = load_data(data, spec.graph)  # a data error stops here, before RUN/ is created
+    run.mkdir(parents=True, exist_ok=True)
 
     write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
                                                "epochs": epochs}, indent=1).encode())
-    result = spec.fit(data, run, epochs=epochs, resume=bool(args.resume), device=args.device)
+    result = spec.fit(dataset, run, epochs=epochs, resume=bool(args.resume), device=args.device)
     print(f"run saved in {run}/ (best.safetensors, last.safetensors, metrics.jsonl, metrics.csv, curve.png)")
     return 1 if result.failed else 0
 
