@@ -130,13 +130,6 @@ def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         raise error(Span.unknown(str(path)), f"cannot read safetensors weights: {exc}") from None
 
 
-def save_safetensors(weights: Mapping[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.numpy import save
-
-    data = save({k: np.array(v, order="C") for k, v in to_numpy(weights).items()}, metadata=metadata)
-    write_atomic(path, data)
-
-
 @contextlib.contextmanager
 def atomic_files(path: Path, extra: Path | None = None) -> Iterator[tuple[Any, Any]]:
     """Open ``path`` (and ``extra``) as temporary files beside them; rename both only on success."""

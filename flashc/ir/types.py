@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flashc.ir.dims import Dim, Sym, fmt
+from flashc.ir.dims import Dim, fmt
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 INPUT_DTYPES = ("float32", "int64", "int32", "bool")
@@ -36,8 +36,3 @@ class TensorType:
 
     def __str__(self) -> str:
         return f"{self.dtype}{self.shape_str()}"
-
-
-def symbols(t: TensorType) -> set[str]:
-    """Names of the plain symbolic dims of ``t`` (``B``, ``T``)."""
-    return {d.args[0] for d in t.shape if isinstance(d, Sym) and d.op == "name"}

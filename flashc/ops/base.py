@@ -8,7 +8,6 @@ one file and its test. Nothing here imports torch or onnx.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -139,27 +138,8 @@ class Op:
         raise self.fail(f"`{self.name}` cannot be lowered to ONNX")
 
 
-def lookup(name: str) -> type[Op] | None:
-    return REGISTRY.get(name)
-
-
-def all_ops() -> dict[str, type[Op]]:
-    import flashc.ops  # noqa: F401  (importing the package registers every family)
-
-    return dict(REGISTRY)
-
-
 def ints(value: Any, n: int) -> tuple[int, ...]:
     """Expand an int or a tuple of ints to ``n`` ints (kernel sizes, strides)."""
     if isinstance(value, int):
         return (value,) * n
     return tuple(value)
-
-
-def unary_torch(template: str) -> Callable[[Op, Lowering], str]:
-    """A to_torch that formats ``template`` with the input and the op's attrs."""
-
-    def lower(self: Op, c: Lowering) -> str:
-        return template.format(x=c.inputs[0], **self.attrs)
-
-    return lower
