@@ -4,13 +4,13 @@ sequence lengths or image sizes where those are symbolic)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from spec_headers import header_comment, header_count
 
 import flashc
 
@@ -46,22 +46,6 @@ REDUCED = {
 # (batch, sizes of the symbolic dims other than B) for the two runs
 RUNS = [(1, {"T": 5, "S": 7, "H": 6, "W": 5}), (3, {"T": 9, "S": 4, "H": 9, "W": 11})]
 ATOL = 1e-4
-
-
-def header_comment(path: Path) -> str:
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def header_count(path: Path) -> int:
-    """The last comma-grouped number of the header comment: the stated parameter count."""
-    numbers = re.findall(r"\d{1,3}(?:,\d{3})+", header_comment(path))
-    assert numbers, f"{path.name}: the header comment states no parameter count"
-    return int(numbers[-1].replace(",", ""))
 
 
 def load(name: str) -> flashc.Spec:

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from spec_headers import header_count
 
 import flashc
 
@@ -39,22 +40,6 @@ def spec_names() -> list[str]:
 
 def all_spec_names() -> list[str]:
     return sorted(p.stem for p in SPECS.glob("*.flash"))
-
-
-def header_comment(path: Path) -> str:
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def header_count(path: Path) -> int:
-    """The last comma-grouped number of the header comment: the stated parameter count."""
-    numbers = re.findall(r"\d{1,3}(?:,\d{3})+", header_comment(path))
-    assert numbers, f"{path.name}: the header comment states no parameter count"
-    return int(numbers[-1].replace(",", ""))
 
 
 def load(name: str) -> flashc.Spec:

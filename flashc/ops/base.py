@@ -129,7 +129,12 @@ class Op:
         return None
 
     def to_torch(self, c: Lowering) -> str:
-        """A Python expression computing the output from ``c.inputs``."""
+        """A Python expression computing the output from ``c.inputs``.
+
+        An op with a torch module is, by default, a call of that module on its first input.
+        """
+        if c.module is not None:
+            return f"{c.module}({c.inputs[0]})"
         raise self.fail(f"`{self.name}` cannot be lowered to PyTorch")
 
     # --- ONNX ---------------------------------------------------------------------

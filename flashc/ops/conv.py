@@ -146,8 +146,6 @@ class Conv(Op):
             f"padding={padding}, dilation={d}, groups={self.groups}, bias={self.bias})"
         )
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         k, s, p, d = self._geometry()
@@ -238,8 +236,6 @@ class ConvTranspose2d(Op):
             f"padding={p}, output_padding={op}, groups={self.groups}, bias={self.bias}, dilation={d})"
         )
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         k, s, p, op, d = self._geometry()

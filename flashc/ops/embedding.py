@@ -45,8 +45,6 @@ class Embedding(Op):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         return f"nn.Embedding({self.num}, {self.dim}{pad})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         return tape.op("Gather", [c.weights["weight"], c.inputs[0]], {"axis": 0})

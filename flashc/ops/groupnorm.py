@@ -53,8 +53,6 @@ class Groupnorm(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.GroupNorm({self.groups}, {self._channels(x)}, eps={self.eps!r})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         x, w, b = c.inputs[0], c.weights["weight"], c.weights["bias"]
@@ -95,8 +93,6 @@ class Rmsnorm(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.RMSNorm({self._features(x)}, eps={self.eps!r})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         x, w = c.inputs[0], c.weights["weight"]

@@ -58,8 +58,6 @@ class Linear(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.Linear({self._in_features(x)}, {self.out_features}, bias={self.bias})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         return onnx_linear(tape, c.inputs[0], c.weights["weight"], c.weights.get("bias"), c.types[0].rank)

@@ -38,8 +38,6 @@ class Layernorm(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.LayerNorm({self._features(x)}, eps={self.eps!r}, bias={self.bias})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         ins = [c.inputs[0], c.weights["weight"]] + ([c.weights["bias"]] if self.bias else [])
@@ -81,8 +79,6 @@ class Batchnorm(Op):
         kind = {2: "1d", 3: "1d", 4: "2d", 5: "3d"}[x.rank]
         return f"nn.BatchNorm{kind}({self._channels(x)}, eps={self.eps!r}, momentum={self.momentum!r})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         w = c.weights
@@ -104,8 +100,6 @@ class Dropout(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.Dropout({self.p!r})"
 
-    def to_torch(self, c: Lowering) -> str:
-        return f"{c.module}({c.inputs[0]})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         return c.inputs[0]
