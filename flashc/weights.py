@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,11 @@ class WeightSource:
         try:
             with safe_open(str(path), framework="np") as f:
                 shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                self.keys = resolve_keys(self.graph, shapes, f.get_tensor, str(path))
         except FileNotFoundError:
             raise error(Span.unknown(str(path)), f"no such weights file: {path}") from None
         except (SafetensorError, OSError, ValueError) as exc:
             raise error(Span.unknown(str(path)), f"cannot read safetensors weights: {exc}") from None
-        _report(self.graph, shapes, str(path))
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         """(path, array) in sorted path order."""
@@ -83,38 +83,101 @@ class WeightSource:
             with safe_open(str(self.weights), framework="np") as f:
                 for path in sorted(self.graph.weights):
                     dtype = NUMPY_DTYPES[self.graph.weights[path].spec.dtype]
-                    yield path, np.array(f.get_tensor(path), dtype=dtype, order="C", copy=False)
+                    yield path, np.array(f.get_tensor(self.keys[path]), dtype=dtype, order="C", copy=False)
         else:
             for path in sorted(self.graph.weights):
                 yield path, self.weights[path]
 
 
-def _report(graph: Graph, shapes: Mapping[str, tuple[int, ...]], origin: str) -> None:
-    problems = []
+def tied_names(graph: Graph) -> dict[str, list[str]]:
+    """Each weight path -> the other state-dict keys tied to it (a torch module lists them all).
+
+    `linear(vocab, weight = wte.weight)` gives `{"wte.weight": ["linear.weight"]}`: a checkpoint may
+    hold the tensor under either name (`safetensors.torch.save_model` keeps only one of them).
+    """
+    names: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        for local, target in node.weights:
+            alias = f"{node.layer}.{local}"
+            if node.layer is not None and target != alias and alias not in names.setdefault(target, []):
+                names[target].append(alias)
+    return names
+
+
+def resolve_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any],
+                 origin: str) -> dict[str, str]:
+    """Each weight path -> the key that holds it in a checkpoint with these ``shapes``.
+
+    A tied weight is found under any of its names; when several are present they must hold the
+    same values (``read`` fetches one by key), since the model keeps one tensor. Missing or
+    misshapen weights are reported together, naming the file.
+    """
+    aliases = tied_names(graph)
+    problems: list[str] = []
+    keys: dict[str, str] = {}
     for path, w in graph.weights.items():
-        if path not in shapes:
-            problems.append(f"`{path}` is missing")
-        elif tuple(shapes[path]) != w.spec.shape:
-            problems.append(f"`{path}` has shape {list(shapes[path])}, the spec needs {list(w.spec.shape)}")
+        present = [k for k in (path, *aliases.get(path, ())) if k in shapes]
+        if not present:
+            also = aliases.get(path)
+            problems.append(f"`{path}` is missing" + (f" (nor under its tied name {_names(also)})" if also else ""))
+            continue
+        key = present[0]
+        for other in present[1:]:
+            if not _same(shapes[key], shapes[other], read, key, other):
+                raise error(Span.unknown(origin), f"{origin} holds tied weights `{key}` and `{other}` with different "
+                            "values; the model keeps one tensor for both",
+                            f"keep one of them (the spec ties them: {_names([path, *aliases[path]])})")
+        if tuple(shapes[key]) != w.spec.shape:
+            tied = f" (tied to `{path}`)" if key != path else ""
+            problems.append(f"`{key}`{tied} has shape {list(shapes[key])}, the spec needs {list(w.spec.shape)}")
+        keys[path] = key
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise error(Span.unknown(origin), f"{origin} do not fit model {graph.name}: {shown}")
+    return keys
+
+
+def _names(keys: list[str]) -> str:
+    return ", ".join(f"`{k}`" for k in keys)
+
+
+def _same(shape_a: tuple[int, ...], shape_b: tuple[int, ...], read: Callable[[str], Any], a: str, b: str) -> bool:
+    if tuple(shape_a) != tuple(shape_b):
+        return False
+    x, y = _as_numpy(read(a)), _as_numpy(read(b))
+    nan = x.dtype.kind in "fc" and y.dtype.kind in "fc"
+    return bool(np.array_equal(x, y, equal_nan=nan))
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A numpy view of an array or a torch tensor (e.g. a state_dict entry) without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
+def select_weights(graph: Graph, weights: Mapping[str, Any], origin: str = "weights") -> dict[str, Any]:
+    """The graph's weights, keyed by their paths, taken from ``weights`` (tied names accepted).
+
+    Values are passed through untouched (torch tensors stay tensors); missing or misshapen
+    weights and disagreeing tied copies are errors.
+    """
+    keys = resolve_keys(graph, {k: _shape(v) for k, v in weights.items()}, weights.__getitem__, origin)
+    return {path: weights[key] for path, key in keys.items()}
 
 
 def to_numpy(weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Accept numpy arrays or torch tensors (e.g. a state_dict) without importing torch."""
-    out = {}
-    for key, value in weights.items():
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        out[key] = np.asarray(value)
-    return out
+    return {key: _as_numpy(value) for key, value in weights.items()}
 
 
 def check_weights(graph: Graph, weights: Mapping[str, Any], origin: str = "weights") -> dict[str, np.ndarray]:
-    """The graph's weights taken from ``weights``; missing or misshapen ones are errors."""
-    arrays = to_numpy(weights)
-    _report(graph, {k: v.shape for k, v in arrays.items()}, origin)
+    """The graph's weights as numpy arrays taken from ``weights`` (see :func:`select_weights`)."""
+    arrays = select_weights(graph, to_numpy(weights), origin)
     return {p: np.array(arrays[p], dtype=NUMPY_DTYPES[w.spec.dtype], order="C", copy=False) for p, w in graph.weights.items()}
 
 

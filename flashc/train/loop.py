@@ -26,10 +26,11 @@ from flashc.diagnostics import Span, error
 from flashc.ir.graph import Graph
 from flashc.ir.train import TrainConfig
 from flashc.train import checkpoint
-from flashc.train.data import Dataset, Splits, load_data, split
+from flashc.train.data import load_data
+from flashc.train.dataset import Dataset, Splits, split
 from flashc.train.losses import classification_output, compile_loss, mse
 from flashc.train.optim import Schedule, make_optimizer
-from flashc.weights import write_atomic
+from flashc.weights import select_weights, write_atomic
 
 
 @dataclass
@@ -99,10 +100,8 @@ class Trainer:
         walk(self.config.loss)
         if not terms:
             return {}
-        from flashc.api import load_model
-
         opts = dict(terms[0].options)
-        feature_spec = load_model(self.spec.path, opts["network"])
+        feature_spec = self.spec.sibling(opts["network"])
         weights = None
         if opts.get("weights"):
             weights = str(Path(self.spec.path).parent / opts["weights"])
@@ -235,7 +234,7 @@ class Trainer:
 
     def restore(self, tag: str) -> None:
         weights, optim_state, info = checkpoint.load(self.run, tag)
-        self.model.load_state_dict(_with_aliases(self.graph, weights), strict=True)
+        self.model.load_state_dict(_with_aliases(self.graph, weights, str(self.run / f"{tag}.safetensors")), strict=True)
         self.optimizer.load_state_dict(optim_state)
         if info.get("horizon", self.horizon) != self.horizon:  # resume with the run's own horizon
             self.horizon = info["horizon"]
@@ -258,9 +257,10 @@ class Trainer:
         write_atomic(self.run / "metrics.csv", buf.getvalue().encode())
 
 
-def _with_aliases(graph: Graph, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the state-dict keys of tied weights (they alias another layer's tensor)."""
-    state = dict(weights)
+def _with_aliases(graph: Graph, weights: dict[str, torch.Tensor], origin: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The module's state dict from checkpoint weights: a tied weight is read under any of its
+    names, then stored under every state-dict key that aliases it (one tensor in the module)."""
+    state = select_weights(graph, weights, origin)
     for node in graph.nodes:
         for local, target in node.weights:
             if node.layer is not None and target != f"{node.layer}.{local}":
@@ -369,7 +369,7 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
             trainer.model.load_state_dict(trainer.best_state, strict=True)
         elif run is not None and (run / "best.safetensors").is_file():  # a resumed run: best is on disk
             weights, _, _ = checkpoint.load(run, "best")
-            trainer.model.load_state_dict(_with_aliases(trainer.graph, weights), strict=True)
+            trainer.model.load_state_dict(_with_aliases(trainer.graph, weights, str(run / "best.safetensors")), strict=True)
     test = trainer.measure(splits.test, "test")
     result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed)
     if run is not None and trainer.history:
