@@ -24,7 +24,9 @@ from flashc.weights import NUMPY_DTYPES, init_weights
 
 BATCH = Sym.name("B")
 SPAN = Span.unknown("<op_harness>")
-META_KEYS = {"high"}  # sample keys that are neither inputs nor params
+# Sample keys that are neither inputs nor params: `high` bounds integer inputs, `positive`
+# draws floats from [0.5, 2) (log, sqrt, fractional powers), `scale` widens the normal draw.
+META_KEYS = {"high", "positive", "scale"}
 _TYPE = re.compile(r"^\s*(\w+)\s*\[([^\]]*)\]\s*$")
 
 
@@ -197,8 +199,10 @@ def make_feeds(case: OneOp, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     for v in case.graph.inputs:
         shape = tuple(eval_dim(d, env) for d in v.type.shape)
         dtype = NUMPY_DTYPES[v.type.dtype]
-        if v.type.is_float:
-            arr = rng.standard_normal(shape).astype(dtype)
+        if v.type.is_float and case.sample.get("positive"):
+            arr = rng.uniform(0.5, 2.0, shape).astype(dtype)
+        elif v.type.is_float:
+            arr = (float(case.sample.get("scale", 1.0)) * rng.standard_normal(shape)).astype(dtype)
         elif v.type.dtype == "bool":
             arr = rng.random(shape) < 0.5
             if arr.ndim:
