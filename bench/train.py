@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import flashc
 from bench import handwritten as hw
 from bench.common import SPECS, Column, Table, interleave, median, ms_fmt, paired_ratios, quantile, ratio_fmt, sci_fmt
-from flashc.train.data import load_data, split
+from flashc.train.data import load_data
+from flashc.train.dataset import split
 from flashc.train.loop import Trainer
 
 SEQ = 64  # tokens per text-classifier sample

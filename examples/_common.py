@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 import flashc
-from flashc.train.data import Dataset, Splits, load_data, split
+from flashc.train.data import load_data
+from flashc.train.dataset import Dataset, Splits, split
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

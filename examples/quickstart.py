@@ -17,7 +17,7 @@ import torch
 
 import flashc
 from flashc.train.builtin import digits
-from flashc.train.data import split
+from flashc.train.dataset import split
 
 ROOT = Path(__file__).resolve().parent.parent
 

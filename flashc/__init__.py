@@ -1,8 +1,7 @@
 """flashc: compile declarative .flash model specs to PyTorch and ONNX."""
 
-__version__ = "0.1.0"
-
-from flashc.api import Spec, load, load_model, loads  # noqa: E402
-from flashc.diagnostics import FlashError  # noqa: E402
+from flashc.api import Spec, load, load_model, loads
+from flashc.diagnostics import FlashError
+from flashc.version import __version__
 
 __all__ = ["FlashError", "Spec", "__version__", "load", "load_model", "loads"]

@@ -65,6 +65,10 @@ class Spec:
 
         return torch_source(self.graph)
 
+    def sibling(self, name: str) -> Spec:
+        """Another model of the same file (a frozen feature network for `perceptual`), built the same way."""
+        return load_model(self.path, name)
+
     def fit(self, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
             device: str = "cpu", quiet: bool = False) -> Any:
         """Train as the spec's `train` section says; data is a file, a built-in name or a dict of arrays."""

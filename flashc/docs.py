@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from flashc.build.train import ADVERSARIAL, EARLY_STOP, LOSSES, OPTIMIZERS, PENALTIES, SCHEDULES, Schema
 from flashc.ops import REGISTRY
 from flashc.ops.base import Op
-from flashc.trainspec import ADVERSARIAL, EARLY_STOP, LOSSES, OPTIMIZERS, PENALTIES, SCHEDULES, Schema
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 

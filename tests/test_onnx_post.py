@@ -6,7 +6,7 @@ import pytest
 import flashc
 from flashc.cli import main
 from flashc.train.builtin import digits
-from flashc.train.data import split
+from flashc.train.dataset import split
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from safetensors.numpy import save_file as save_numpy
 
 import flashc
 from flashc.cli import main as cli
-from flashc.train.data import load_data, split
+from flashc.train.data import load_data
+from flashc.train.dataset import split
 from flashc.train.loop import Trainer
 from flashc.train.losses import evaluate
 
@@ -700,9 +701,9 @@ def test_data_file_path_is_checked(tmp_path):
 
 
 def test_every_loss_is_checked():
-    """The loss table of `trainspec` and the implementations agree (perceptual is the loop's)."""
+    """The loss table of `build.train` and the implementations agree (perceptual is the loop's)."""
+    from flashc.build.train import LOSSES as DECLARED
     from flashc.train.losses import LOSSES as IMPLEMENTED
-    from flashc.trainspec import LOSSES as DECLARED
 
     assert set(DECLARED) - {"perceptual"} == set(IMPLEMENTED)
     tested = {name for name in IMPLEMENTED for text, _, _ in LOSSES if re.match(rf"{name}\(", text)}

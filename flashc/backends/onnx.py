@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import flashc
 from flashc.diagnostics import FlashError, error
 from flashc.ir.graph import Graph
 from flashc.ir.types import TensorType
 from flashc.ops.base import Lowering
+from flashc.version import __version__
 from flashc.weights import NUMPY_DTYPES, WeightSource, atomic_files
 
 DEFAULT_OPSET = 23
@@ -112,10 +112,10 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, li
     )
     model = helper.make_model(
         g, opset_imports=[helper.make_opsetid("", opset)], producer_name="flashc",
-        producer_version=flashc.__version__, doc_string=f"{graph.name} compiled by flashc from a .flash spec",
+        producer_version=__version__, doc_string=f"{graph.name} compiled by flashc from a .flash spec",
     )
     model.ir_version = min(model.ir_version, 10)
-    helper.set_model_props(model, {"flashc_version": flashc.__version__, "spec_sha256": graph.source_hash,
+    helper.set_model_props(model, {"flashc_version": __version__, "spec_sha256": graph.source_hash,
                                    "model": graph.name})
     return model, used
 

@@ -11,6 +11,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flashc.build.values import _Abort
 from flashc.diagnostics import Diagnostic, did_you_mean
 from flashc.ir.graph import Graph
 from flashc.ir.train import Choice, LossTerm, Penalty, TrainConfig
@@ -18,7 +19,8 @@ from flashc.ops.base import Param
 from flashc.syntax import ast
 
 if TYPE_CHECKING:
-    from flashc.build import Builder, Scope
+    from flashc.build.builder import Builder
+    from flashc.build.scope import Scope
 
 LR = Param(float, doc="learning rate")
 
@@ -82,8 +84,6 @@ SETTINGS = ("optimizer", "schedule", "batch", "epochs", "early_stop", "adversari
 
 def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> tuple[TrainConfig | None, list[Diagnostic]]:
     """Validate a train section; returns the config and any problems found."""
-    from flashc.build import _Abort
-
     before = len(b.diagnostics)
     targets: dict[str, Any] = {}
     found: dict[str, Any] = {"penalties": []}

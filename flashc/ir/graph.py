@@ -7,15 +7,27 @@ them the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flashc.diagnostics import Span
 from flashc.ir.types import TensorType
 
 if TYPE_CHECKING:
     from flashc.ir.train import TrainConfig
-    from flashc.ops.base import Op
+
+
+class Op(Protocol):
+    """What the IR needs of an op: its name, its settings and where it was written.
+
+    The registry's ``flashc.ops.base.Op`` satisfies this; the IR never imports
+    the registry, so the graph stays a plain data structure below the ops layer.
+    """
+
+    name: str
+    attrs: Mapping[str, Any]
+    span: Span
 
 
 @dataclass(frozen=True)

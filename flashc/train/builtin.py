@@ -15,7 +15,7 @@ import numpy as np
 from flashc.diagnostics import Span, error
 from flashc.ir.graph import Graph
 from flashc.ir.types import TensorType
-from flashc.train.data import Dataset
+from flashc.train.dataset import Dataset
 
 
 def _slots(graph: Graph) -> tuple[list[tuple[str, TensorType]], list[tuple[str, TensorType]]]:

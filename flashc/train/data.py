@@ -7,7 +7,6 @@ the spec before the first step, so a wrong shape is reported by name.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,59 +15,9 @@ from flashc.diagnostics import Span, error
 from flashc.ir.dims import is_static
 from flashc.ir.graph import Graph
 from flashc.ir.types import TensorType
+from flashc.train.builtin import BUILTIN, builtin
+from flashc.train.dataset import Dataset
 from flashc.weights import NUMPY_DTYPES
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Equal-length named arrays; row i of each belongs to sample i.
-
-    ``groups`` (optional) labels rows that must land in the same split, e.g. pairs
-    built from the same images, so no image is seen in training and in testing.
-    """
-
-    arrays: dict[str, np.ndarray]
-    groups: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(next(iter(self.arrays.values()))) if self.arrays else 0
-
-    def take(self, index: np.ndarray) -> Dataset:
-        groups = self.groups[index] if self.groups is not None else None
-        return Dataset({k: v[index] for k, v in self.arrays.items()}, groups)
-
-
-@dataclass(frozen=True)
-class Splits:
-    train: Dataset
-    val: Dataset
-    test: Dataset
-
-
-def split(data: Dataset, val: float, test: float, seed: int) -> Splits:
-    """Seeded shuffle, then train / validation / test by share (whole groups when the data has them)."""
-    n = len(data)
-    rng = np.random.default_rng(seed)
-    if data.groups is None:
-        order = rng.permutation(n)
-    else:  # shuffle the groups, keep each group's rows together
-        keys = rng.permutation(np.unique(data.groups))
-        rank = np.empty(int(keys.max()) + 1, dtype=np.int64)
-        rank[keys] = np.arange(len(keys))
-        order = np.argsort(rank[data.groups], kind="stable")
-    n_test, n_val = int(round(n * test)), int(round(n * val))
-    if data.groups is not None:  # move the cuts to group boundaries
-        g = data.groups[order]
-        n_test = _boundary(g, n_test)
-        n_val = _boundary(g, n_test + n_val) - n_test
-    return Splits(data.take(order[n_test + n_val:]), data.take(order[n_test:n_test + n_val]), data.take(order[:n_test]))
-
-
-def _boundary(groups: np.ndarray, cut: int) -> int:
-    """The first index at or after ``cut`` where a new group starts."""
-    while 0 < cut < len(groups) and groups[cut] == groups[cut - 1]:
-        cut += 1
-    return cut
 
 
 def load_data(source: str | Path | Dataset | dict, graph: Graph) -> Dataset:
@@ -83,8 +32,6 @@ def load_data(source: str | Path | Dataset | dict, graph: Graph) -> Dataset:
 
 
 def _from_path(source: str, graph: Graph) -> Dataset:
-    from flashc.train.builtin import BUILTIN, builtin
-
     name = source.split(":", 1)[0]
     if name in BUILTIN:
         return builtin(source, graph)

@@ -1,0 +1,135 @@
+"""Expressions: names, attributes, arithmetic on numbers, dims and tensors, calls and pipes."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from flashc.build.scope import BUILTINS, CONSTANTS, Scope
+from flashc.build.state import BuilderState
+from flashc.build.values import Layer, Poison, Tensor, WeightRef, _Abort, describe
+from flashc.diagnostics import Span, did_you_mean
+from flashc.ir.dims import Sym
+from flashc.ops.base import REGISTRY
+from flashc.syntax import ast
+
+
+class Expressions(BuilderState):
+    def eval(self, e: Any, scope: Scope) -> Any:
+        value = self._eval(e, scope)
+        if isinstance(value, Poison):
+            raise _Abort()
+        return value
+
+    def _eval(self, e: Any, scope: Scope) -> Any:
+        if isinstance(e, ast.Number):
+            return e.value
+        if isinstance(e, ast.String):
+            return e.value
+        if isinstance(e, ast.Name):
+            return self.lookup(e, scope)
+        if isinstance(e, ast.Tuple):
+            return tuple(self.eval(i, scope) for i in e.items)
+        if isinstance(e, ast.Neg):
+            return self.arith("-", 0, self.eval(e.operand, scope), e.span, negate=True)
+        if isinstance(e, ast.BinOp):
+            return self.arith(e.op, self.eval(e.left, scope), self.eval(e.right, scope), e.span)
+        if isinstance(e, ast.Attr):
+            return self.attribute(e, scope)
+        if isinstance(e, ast.Call):
+            return self.call(e, scope, None)
+        if isinstance(e, ast.Pipe):
+            left = self.eval(e.left, scope)
+            piped = left if isinstance(left, tuple) else (left,)
+            if isinstance(e.right, ast.Call):
+                return self.call(e.right, scope, [(v, e.left.span) for v in piped])
+            return self.apply(self.callee(e.right, scope), [(v, e.left.span) for v in piped], {}, e.right.span, scope)
+        raise self.fail(getattr(e, "span", Span.unknown(self.file)), "unsupported expression")
+
+    def lookup(self, e: ast.Name, scope: Scope) -> Any:
+        with contextlib.suppress(KeyError):
+            return scope.lookup(e.id)
+        if e.id in CONSTANTS:
+            return CONSTANTS[e.id]
+        if e.id in REGISTRY:
+            return Layer(REGISTRY[e.id], {}, {}, {}, e.span)
+        candidates = scope.names() | set(REGISTRY) | set(CONSTANTS) | set(BUILTINS)
+        raise self.fail(e.span, f"undefined name `{e.id}`", did_you_mean(e.id, candidates))
+
+    def attribute(self, e: ast.Attr, scope: Scope) -> Any:
+        obj = self.eval(e.obj, scope)
+        if isinstance(obj, Layer):
+            if obj.weights is None:
+                raise self.fail(e.span, f"layer `{obj.path}` has no weights yet", "apply the layer before tying its weights")
+            if e.name not in obj.weights:
+                raise self.fail(
+                    e.span,
+                    f"layer `{obj.path}` has no weight `{e.name}`",
+                    did_you_mean(e.name, obj.weights) or f"its weights are: {', '.join(obj.weights)}",
+                )
+            path = obj.weights[e.name]
+            return WeightRef(path, self.weights[path].spec)
+        if isinstance(obj, Tensor) and e.name in ("shape", "rank"):
+            t = obj.value.type
+            return t.shape if e.name == "shape" else t.rank
+        raise self.fail(e.span, f"{describe(obj)} has no attribute `{e.name}`")
+
+    def arith(self, op: str, a: Any, b: Any, span: Span, negate: bool = False) -> Any:
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            return self.tensor_arith(op, a, b, span, negate)
+        numeric = (int, float, Sym)
+        if not (isinstance(a, numeric) and isinstance(b, numeric)) or isinstance(a, bool) or isinstance(b, bool):
+            raise self.fail(span, f"cannot apply `{op}` to {describe(a)} and {describe(b)}")
+        if isinstance(a, Sym) or isinstance(b, Sym):
+            if op == "/" or isinstance(a, float) or isinstance(b, float):
+                raise self.fail(span, "symbolic dimensions support only + - * and //")
+            return {"+": a + b, "-": a - b, "*": a * b, "//": a // b}[op]
+        if op in ("/", "//") and b == 0:
+            raise self.fail(span, "division by zero")
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "//": a // b if b else 0}[op]
+
+    def tensor_arith(self, op: str, a: Any, b: Any, span: Span, negate: bool) -> Tensor:
+        if negate:
+            return self.emit(REGISTRY["neg"], {}, [b.value], span, scope=None)
+        names = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+        if op not in names:
+            raise self.fail(span, f"`{op}` is not defined for tensors", "use `/` for tensors")
+        cls = REGISTRY[names[op]]
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            return self.emit(cls, {}, [a.value, b.value], span, scope=None)
+        tensor, other, first = (a, b, False) if isinstance(a, Tensor) else (b, a, True)
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            raise self.fail(span, f"cannot apply `{op}` to {describe(a)} and {describe(b)}")
+        return self.emit(cls, {"scalar": float(other), "scalar_first": first}, [tensor.value, None], span, scope=None)
+
+    # --- calls ----------------------------------------------------------------------------
+    def callee(self, e: Any, scope: Scope) -> Any:
+        if isinstance(e, ast.Name) and e.id in BUILTINS and not self.defined(e.id, scope):
+            return e.id
+        return self.eval(e, scope)
+
+    def call(self, e: ast.Call, scope: Scope, piped: list[tuple[Any, Span]] | None) -> Any:
+        """Evaluate arguments to (value, span) pairs; a piped value comes first."""
+        func = self.callee(e.func, scope)
+        positional: list[tuple[Any, Span]] = list(piped or ())
+        keywords: dict[str, Any] = {}
+        flags = self.flag_names(func)
+        for arg in e.args:
+            if arg.name is not None:
+                if arg.name in keywords:
+                    raise self.fail(arg.span, f"keyword `{arg.name}` given twice")
+                keywords[arg.name] = (self.eval(arg.value, scope), arg.span)
+            elif isinstance(arg.value, ast.Name) and arg.value.id in flags and not self.defined(arg.value.id, scope):
+                keywords[arg.value.id] = (True, arg.span)
+            else:
+                positional.append((self.eval(arg.value, scope), arg.span))
+        return self.apply(func, positional, keywords, e.span, scope)
+
+    @staticmethod
+    def flag_names(func: Any) -> set[str]:
+        """Boolean parameters a bare name can switch on: `attention(heads, causal)`."""
+        if isinstance(func, Layer):
+            return {k for k, p in func.op.params.items() if p.kind is bool}
+        if func == "repeat":
+            return {"shared"}
+        return set()

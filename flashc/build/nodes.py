@@ -1,0 +1,71 @@
+"""Nodes: one op application becomes one IR node, with its type inferred and its weights created."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flashc.build.scope import Scope
+from flashc.build.state import BuilderState
+from flashc.build.values import Layer, Tensor, WeightRef, _Abort
+from flashc.diagnostics import FlashError, Span
+from flashc.ir.graph import Node, Value, Weight
+from flashc.ops.base import Op
+
+
+class Nodes(BuilderState):
+    def emit(self, cls: type[Op], attrs: dict, inputs: list[Value | None], span: Span, scope: Scope | None,
+             layer: Layer | None = None, ties: dict[str, WeightRef] | None = None) -> Any:
+        """Create one node: infer its type, create or reuse its weights."""
+        if scope is None:
+            attrs = self.complete_attrs(cls, attrs, span)
+        op = cls(attrs, span)
+        types = [v.type if v is not None else None for v in inputs]
+        for inp, v in zip(cls.inputs, inputs):
+            if v is not None and inp.dtypes and v.type.dtype not in inp.dtypes:
+                raise self.fail(span, f"`{cls.name}` input `{inp.name}` must be {' or '.join(inp.dtypes)}, got {v.type}")
+        try:
+            result = op.infer(*types)
+            specs = op.weights(*types)
+            module = op.torch_module(*types)
+        except FlashError as exc:
+            self.report(exc)
+            raise _Abort() from None
+        ties = ties or {}
+        for local, ref in ties.items():
+            if local not in specs:
+                raise self.fail(span, f"`{cls.name}` has no weight `{local}` to tie")
+            if ref.spec.shape != specs[local].shape:
+                raise self.fail(
+                    span,
+                    f"cannot tie `{local}` to `{ref.path}`: {cls.name} needs shape {list(specs[local].shape)}, "
+                    f"`{ref.path}` has {list(ref.spec.shape)}",
+                )
+        path = None
+        weight_map: dict[str, str] = {}
+        if specs or module is not None:
+            path = self.layer_path(cls, layer, scope, span)
+            for local, spec in specs.items():
+                full = ties[local].path if local in ties else f"{path}.{local}"
+                weight_map[local] = full
+                if local in ties:
+                    continue
+                existing = self.weights.get(full)
+                if existing is None:
+                    self.weights[full] = Weight(full, spec, span)
+                elif existing.spec != spec:
+                    raise self.fail(
+                        span,
+                        f"layer `{path}` shares weights but is applied to a different shape: "
+                        f"`{local}` needs {list(spec.shape)}, it has {list(existing.spec.shape)}",
+                    )
+            previous = self.layer_ops.setdefault(path, cls.name)
+            if previous != cls.name:
+                raise self.fail(span, f"layer `{path}` is a {previous}, not a {cls.name}")
+            if layer is not None and layer.path is not None:
+                layer.weights = dict(weight_map)
+        results = result if isinstance(result, tuple) else (result,)
+        base = cls.name
+        outs = tuple(self.new_value(base, t) for t in results)
+        self.nodes.append(Node(op, tuple(inputs), outs, path, tuple(weight_map.items()), span))
+        tensors = tuple(Tensor(o) for o in outs)
+        return tensors if isinstance(result, tuple) else tensors[0]

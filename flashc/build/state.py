@@ -1,0 +1,41 @@
+"""The builder's state: the graph under construction and the diagnostics collected so far.
+
+Every mixin of :class:`~flashc.build.builder.Builder` derives from this class, so
+each sees the same fields and the same ways to report an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flashc.build.values import _Abort
+from flashc.diagnostics import Diagnostic, FlashError, Span
+from flashc.ir.graph import Node, Value, Weight
+
+
+@dataclass
+class BuilderState:
+    file: str
+    sources: dict[str, str]
+    overrides: dict[str, Any]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    weights: dict[str, Weight] = field(default_factory=dict)
+    layer_ops: dict[str, str] = field(default_factory=dict)
+    layer_owner: dict[str, object] = field(default_factory=dict)
+    value_names: set[str] = field(default_factory=set)
+    value_counters: dict[str, int] = field(default_factory=dict)
+    renames: dict[str, str] = field(default_factory=dict)
+    dim_sources: dict[str, tuple[Value, int]] = field(default_factory=dict)
+    inputs: list[Value] = field(default_factory=list)
+    outputs: list[tuple[str, Value]] = field(default_factory=list)
+    name_hint: str | None = None  # the layer path for an op applied as it is named
+
+    # --- diagnostics -----------------------------------------------------------------
+    def report(self, exc: FlashError) -> None:
+        self.diagnostics.extend(exc.diagnostics)
+
+    def fail(self, span: Span, message: str, hint: str | None = None) -> _Abort:
+        self.diagnostics.append(Diagnostic(span, message, hint))
+        return _Abort()
