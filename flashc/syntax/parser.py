@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -11,15 +9,14 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from flashc.diagnostics import FlashError, Span, error
 from flashc.syntax import ast
+from flashc.syntax.grammar import flash_parser
 
 CLOSERS = {"(": ")", "[": "]", "{": "}"}
 OPENER_KIND = {"(": "call", "[": "shape", "{": "block"}
 
 
-@functools.cache
 def _parser() -> Lark:
-    text = resources.files("flashc.syntax").joinpath("flash.lark").read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return flash_parser()  # LALR tables cached on disk (flashc.syntax.grammar)
 
 
 def _span(file: str, meta: Any) -> Span:
