@@ -44,8 +44,9 @@ class Spec:
     def summary(self) -> list:
         return summary(self.graph)
 
-    def table(self) -> str:
-        return render_table(self.graph)
+    def table(self, expand: bool = False) -> str:
+        """The check report; a repeat's blocks after the first are folded unless ``expand``."""
+        return render_table(self.graph, expand)
 
     def to_json(self) -> dict[str, Any]:
         return to_json(self.graph)

@@ -55,7 +55,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(spec.to_json(), indent=2, default=str))
     else:
-        print(spec.table())
+        print(spec.table(expand=args.expand))
     return 0
 
 
@@ -210,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     c = command("check", "Parse and check a spec; print each layer's output shape and parameters.")
     spec_args(c)
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.add_argument("--expand", action="store_true", help="list every block of a repeat (folded after the first by default)")
     c.set_defaults(func=cmd_check)
 
     c = command("compile", "Compile a spec to PyTorch source or an ONNX model.")

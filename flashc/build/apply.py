@@ -95,7 +95,8 @@ class Apply(BuilderState):
                 self.bind(p.name, replace(value), inner, span)
             else:
                 inner.vars[p.name] = value
-        returned = self.run_body(block.node.body, inner)
+        with self.framed("block", block.node.name, prefix, span):
+            returned = self.run_body(block.node.body, inner)
         if returned is None:
             raise self.fail(block.node.span, f"block {block.node.name} has no `return`")
         if any(isinstance(r, Poison) for r in returned):

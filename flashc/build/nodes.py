@@ -66,6 +66,6 @@ class Nodes(BuilderState):
         results = result if isinstance(result, tuple) else (result,)
         base = cls.name
         outs = tuple(self.new_value(base, t) for t in results)
-        self.nodes.append(Node(op, tuple(inputs), outs, path, tuple(weight_map.items()), span))
+        self.nodes.append(Node(op, tuple(inputs), outs, path, tuple(weight_map.items()), span, tuple(self.frames)))
         tensors = tuple(Tensor(o) for o in outs)
         return tensors if isinstance(result, tuple) else tensors[0]

@@ -57,9 +57,10 @@ class Repeats(BuilderState):
             container = self.claim_path(container, owner)
         x = args[0][0]
         first = next(p.name for p in rep.block.node.params if p.name not in rep.block.bound)
-        for i in range(rep.count):
-            prefix = container if rep.shared else f"{container}.{i}"
-            x = self.run_block(rep.block, {**rep.block.bound, first: x}, prefix, owner if rep.shared else (owner, i), span)
-            if not isinstance(x, Tensor):
-                raise self.fail(span, f"repeat needs a block that returns one tensor, {rep.block.node.name} returns {describe(x)}")
+        with self.framed("repeat", rep.block.node.name, container, span, rep.count):
+            for i in range(rep.count):
+                prefix = container if rep.shared else f"{container}.{i}"
+                x = self.run_block(rep.block, {**rep.block.bound, first: x}, prefix, owner if rep.shared else (owner, i), span)
+                if not isinstance(x, Tensor):
+                    raise self.fail(span, f"repeat needs a block that returns one tensor, {rep.block.node.name} returns {describe(x)}")
         return x

@@ -36,23 +36,24 @@ class Sequentials(BuilderState):
             owner = (scope.owner, container)
             container = self.claim_path(container, owner)
         x = args[0][0]
-        for i, item in enumerate(seq.items):
-            path = f"{container}.{i}"
-            if isinstance(item, Block):
-                free = [p.name for p in item.node.params if p.name not in item.bound]
-                if not free:
-                    raise self.fail(span, f"block {item.node.name} takes no free argument to chain")
-                bound = {**item.bound, free[0]: x}
-                if item.path is not None:
-                    path, item_owner = item.path, item.owner
+        with self.framed("sequential", "sequential", container, span, len(seq.items)):
+            for i, item in enumerate(seq.items):
+                path = f"{container}.{i}"
+                if isinstance(item, Block):
+                    free = [p.name for p in item.node.params if p.name not in item.bound]
+                    if not free:
+                        raise self.fail(span, f"block {item.node.name} takes no free argument to chain")
+                    bound = {**item.bound, free[0]: x}
+                    if item.path is not None:
+                        path, item_owner = item.path, item.owner
+                    else:
+                        item_owner = (owner, i)
+                        self.claim_path(path, item_owner)
+                    x = self.run_block(item, bound, path, item_owner, span)
                 else:
-                    item_owner = (owner, i)
-                    self.claim_path(path, item_owner)
-                x = self.run_block(item, bound, path, item_owner, span)
-            else:
-                if item.path is None:
-                    item = replace(item, path=self.claim_path(path, owner))
-                x = self.apply(item, [(x, span)], {}, span, scope)
-            if not isinstance(x, Tensor):
-                raise self.fail(span, f"each step of a sequential must give one tensor, got {describe(x)}")
+                    if item.path is None:
+                        item = replace(item, path=self.claim_path(path, owner))
+                    x = self.apply(item, [(x, span)], {}, span, scope)
+                if not isinstance(x, Tensor):
+                    raise self.fail(span, f"each step of a sequential must give one tensor, got {describe(x)}")
         return x

@@ -6,12 +6,14 @@ each sees the same fields and the same ways to report an error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from flashc.build.values import _Abort
 from flashc.diagnostics import Diagnostic, FlashError, Span
-from flashc.ir.graph import Node, Value, Weight
+from flashc.ir.graph import Frame, Node, Value, Weight
 
 
 @dataclass
@@ -31,6 +33,18 @@ class BuilderState:
     inputs: list[Value] = field(default_factory=list)
     outputs: list[tuple[str, Value]] = field(default_factory=list)
     name_hint: str | None = None  # the layer path for an op applied as it is named
+    frames: list[Frame] = field(default_factory=list)  # the block applications being built, outermost first
+    frame_count: int = 0
+
+    @contextmanager
+    def framed(self, kind: str, name: str, path: str, span: Span, count: int = 1) -> Iterator[None]:
+        """Nodes emitted inside carry this application in their ``frames``."""
+        self.frame_count += 1
+        self.frames.append(Frame(kind, name, path, self.frame_count, span, count))
+        try:
+            yield
+        finally:
+            self.frames.pop()
 
     # --- diagnostics -----------------------------------------------------------------
     def report(self, exc: FlashError) -> None:

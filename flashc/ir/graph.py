@@ -63,6 +63,23 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Frame:
+    """One application of a block or container that a node was emitted inside.
+
+    Nodes carry the stack of frames they were built in (outermost first), so a
+    report can fold the twelve identical blocks of a ``repeat`` and a picture can
+    draw a block as one box, without re-reading the spec.
+    """
+
+    kind: str  # "block" | "repeat" | "sequential"
+    name: str  # the block's name (`Decoder`), or the container's kind
+    path: str  # the layer-path prefix of this application (`blocks.3`)
+    id: int  # unique per application: two uses of one shared block differ here
+    span: Span  # where it is applied
+    count: int = 1  # a repeat: how many applications it stacks
+
+
+@dataclass(frozen=True)
 class Node:
     """One op application. ``layer`` is the state-dict prefix of its weights.
 
@@ -76,6 +93,7 @@ class Node:
     layer: str | None
     weights: tuple[tuple[str, str], ...]
     span: Span
+    frames: tuple[Frame, ...] = ()  # the block applications around this node, outermost first
 
     @property
     def weight_map(self) -> dict[str, str]:
