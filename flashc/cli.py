@@ -1,17 +1,29 @@
-"""The command line: check, compile, run. Exit codes: 0 ok, 1 spec error, 2 usage error."""
+"""The command line: check, compile, train, run.
+
+This is the one boundary where errors meet the user. Exit codes: 0 ok; 1 an
+error in an input (a spec as `file:line:col: error:`, a data, weights or model
+file as `path: error:`, a file that cannot be written); 2 a usage error
+(`flashc COMMAND: error:`); 130 interrupted (Ctrl-C); 141 the reader of stdout
+went away (`flashc check ... | head`: a quiet exit); 3 an internal error (a bug:
+one line asking for a report, the traceback with `--debug`). No traceback is
+shown otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import flashc
 from flashc.api import load_model
-from flashc.diagnostics import FlashError
+from flashc.diagnostics import FlashError, Span, UsageError, error
 
 EXAMPLES = {
     "check": "example:\n  flashc check specs/gpt2.flash --set depth=2 --set d=256\n  flashc check specs/lenet5.flash --json",
@@ -23,10 +35,6 @@ EXAMPLES = {
              "  flashc compile specs/mlp_digits.flash --target onnx --weights runs/mlp/best.safetensors -o mlp.onnx",
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
 }
-
-
-class UsageError(Exception):
-    """A bad command line (exit code 2)."""
 
 
 def parse_value(text: str) -> Any:
@@ -60,8 +68,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    spec = load_model(args.spec, args.model, parse_sets(args.set))
+    from flashc.outputs import check_output_file
+
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if args.opset is not None and args.target == "onnx":
+        from flashc.backends.onnx import DEFAULT_OPSET, MIN_OPSET
+
+        if not MIN_OPSET <= args.opset <= DEFAULT_OPSET:
+            raise UsageError(f"--opset {args.opset} is not supported; use {MIN_OPSET} to {DEFAULT_OPSET}")
     out = Path(args.output)
+    also = [out.with_name(f"{out.name}.data")] if args.target == "onnx" else []  # external data of large models
+    check_output_file(out, [("spec", args.spec), ("weights file", args.weights)], also)
+    spec = load_model(args.spec, args.model, parse_sets(args.set))
     if args.target == "torch":
         from flashc.weights import write_atomic
 
@@ -86,89 +105,155 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_run_config(run: Path) -> dict[str, Any]:
+    """RUN/run.json, checked: the spec, data, `--set` values and epochs the run was started with."""
+    config_file = run / "run.json"
+    if not config_file.is_file():
+        raise UsageError(f"{run} is not a run directory (no run.json)")
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise error(Span.nowhere(str(config_file)), f"not a readable run file: {exc}",
+                    "start the run again with `flashc train SPEC --data DATA -o RUN`") from None
+    kinds = {"spec": str, "data": str, "set": list}
+    bad = [k for k, kind in kinds.items() if not isinstance(saved, dict) or not isinstance(saved.get(k), kind)]
+    epochs = saved.get("epochs") if isinstance(saved, dict) else None
+    if not bad and not (epochs is None or (type(epochs) is int and epochs >= 1)):
+        bad = ["epochs"]
+    if not bad and not all(isinstance(item, str) for item in saved["set"]):
+        bad = ["set"]
+    if bad:
+        raise error(Span.nowhere(str(config_file)), f"not a valid run file: `{bad[0]}` is missing or malformed",
+                    "start the run again with `flashc train SPEC --data DATA -o RUN`")
+    return saved
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    run = Path(args.output) if args.output else None
+    from flashc.outputs import check_output_dir
+
     if args.resume:
         run = Path(args.resume)
-        config_file = run / "run.json"
-        if not config_file.is_file():
-            raise UsageError(f"{run} is not a run directory (no run.json)")
-        saved = json.loads(config_file.read_text())
+        saved = read_run_config(run)
         spec_path, data, sets = saved["spec"], saved["data"], saved["set"]
         epochs = args.epochs or saved.get("epochs")
     else:
-        if not args.spec or not args.data or run is None:
+        if not args.spec or not args.data or not args.output:
             raise UsageError("train needs SPEC, --data and -o RUN/ (or --resume RUN/)")
+        run = Path(args.output)
+        check_output_dir(run, [("spec", args.spec), ("data file", args.data)])
         spec_path, data, sets, epochs = args.spec, args.data, args.set, args.epochs
+    from flashc.train.loop import check_device
+
+    problem = check_device(args.device)
+    if problem:
+        raise UsageError(f"--device {args.device}: {problem}")
     spec = load_model(spec_path, args.model, parse_sets(sets))
     from flashc.train.data import load_data
     from flashc.weights import write_atomic
 
     dataset = load_data(data, spec.graph)  # a data error stops here, before RUN/ is created
-    run.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(Span.nowhere(str(run)), f"cannot create the run directory: {exc.strerror or exc}") from None
 
     write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
                                                "epochs": epochs}, indent=1).encode())
     result = spec.fit(dataset, run, epochs=epochs, resume=bool(args.resume), device=args.device)
+    if result.interrupted:
+        print(f"interrupted; continue with: flashc train --resume {run}", file=sys.stderr)
+        return 130
     print(f"run saved in {run}/ (best.safetensors, last.safetensors, metrics.jsonl, metrics.csv, curve.png)")
     return 1 if result.failed else 0
 
 
-def read_inputs(items: list[str], names: list[str]) -> dict[str, Any]:
-    import numpy as np
+def read_inputs(items: list[str], names: list[str]) -> dict[str, tuple[Any, str]]:
+    """Each model input -> (array, where it came from), from `--input [NAME=]FILE` items."""
+    from flashc.npyfiles import check_numeric, load_arrays
 
-    feeds: dict[str, Any] = {}
+    listed = ", ".join(names)
+    feeds: dict[str, tuple[Any, str]] = {}
     for item in items:
         name, eq, path = item.rpartition("=") if "=" in item else ("", "", item)
+        if name and name not in names:
+            raise UsageError(f"`{name}` is not an input of the model; its inputs are: {listed}")
         p = Path(path)
         if not p.is_file():
             raise UsageError(f"no such input file: {path}")
-        try:
-            data = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"cannot read {path} as .npy/.npz: {exc}") from None
-        if hasattr(data, "files"):
-            feeds.update({k: data[k] for k in data.files})
+        data = load_arrays(p)
+        if isinstance(data, dict):
+            if name:  # NAME=file.npz: the array called NAME, or the only one
+                if name not in data and len(data) != 1:
+                    raise UsageError(f"{path} holds {', '.join(map(repr, data))}, none named {name!r}")
+                data = {name: data[name] if name in data else next(iter(data.values()))}
+            for key, value in data.items():
+                if key not in names:
+                    raise UsageError(f"{path} holds array `{key}`, which is not an input of the model; "
+                                     f"its inputs are: {listed}")
+                feeds[key] = (value, f"{path} (array `{key}`)")
         elif name:
-            feeds[name] = data
+            feeds[name] = (data, path)
         else:
             taken = [n for n in names if n not in feeds]
             if not taken:
-                raise UsageError(f"{path}: the model has no more inputs to fill ({', '.join(names)})")
-            feeds[taken[0]] = data
+                raise UsageError(f"{path}: the model has no more inputs to fill ({listed})")
+            feeds[taken[0]] = (data, path)
+    for value, where in feeds.values():
+        check_numeric(value, where)
     missing = [n for n in names if n not in feeds]
     if missing:
         raise UsageError(f"missing input(s): {', '.join(missing)}; pass --input NAME=FILE.npy")
-    unknown = [n for n in feeds if n not in names]
-    if unknown:
-        raise UsageError(f"the model has no input {unknown[0]!r}; its inputs are: {', '.join(names)}")
     return feeds
+
+
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(int32)": "int32",
+              "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def cast_input(value: Any, where: str, name: str, ort_type: str) -> Any:
+    """The array in the dtype the model wants; converting fractions to integers is refused, not truncated."""
+    import numpy as np
+
+    want = ORT_DTYPES.get(ort_type)
+    if want is None or value.dtype == want:
+        return value
+    if np.dtype(want).kind in "iub" and value.dtype.kind == "f":
+        if not np.all(np.isfinite(value)) or not np.all(np.mod(value, 1) == 0):
+            raise error(Span.nowhere(where), f"holds fractional or non-finite values, but input `{name}` is {ort_type}")
+    return value.astype(want)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
     import onnxruntime as ort
 
+    from flashc.outputs import check_output_file
+
     if not Path(args.model).is_file():
         raise UsageError(f"no such model file: {args.model}")
+    if args.output:
+        check_output_file(Path(args.output), [("model", args.model)] + [
+            ("input file", item.rpartition("=")[2]) for item in args.input])
     try:
         session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise FlashError([_plain(args.model, f"onnxruntime cannot load this model: {exc}")]) from None
+        raise error(Span.nowhere(args.model), f"onnxruntime cannot load this model: {one_line(exc)}") from None
     inputs = session.get_inputs()
-    feeds = read_inputs(args.input, [i.name for i in inputs])
-    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-              "tensor(int32)": np.int32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+    loaded = read_inputs(args.input, [i.name for i in inputs])
+    feeds = {}
     for i in inputs:
-        want = dtypes.get(i.type)
-        if want is not None and feeds[i.name].dtype != want:
-            feeds[i.name] = feeds[i.name].astype(want)
+        value, where = loaded[i.name]
+        feeds[i.name] = cast_input(value, where, i.name, i.type)
         if len(feeds[i.name].shape) != len(i.shape):
             raise UsageError(f"input {i.name!r} needs rank {len(i.shape)} {i.shape}, got shape {list(feeds[i.name].shape)}")
     try:
         results = session.run(None, feeds)
     except Exception as exc:
-        raise FlashError([_plain(args.model, f"onnxruntime failed: {exc}")]) from None
+        raise error(Span.nowhere(args.model), f"onnxruntime failed: {one_line(exc)}") from None
     named = {o.name: r for o, r in zip(session.get_outputs(), results)}
     for name, value in named.items():
         print(f"{name}: {value.dtype}{list(value.shape)}")
@@ -187,20 +272,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(file: str, message: str) -> Any:
-    from flashc.diagnostics import Diagnostic, Span
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (`--epochs 0` or `-3` is a usage error, not "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
-    return Diagnostic(Span.unknown(file), message)
+
+DEBUG_HELP = "on an internal error, show the Python traceback"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flashc", description="Compile .flash model specs to PyTorch and ONNX.")
     p.add_argument("--version", action="version", version=f"flashc {flashc.__version__}")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        c = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        return c
 
     def spec_args(c: argparse.ArgumentParser) -> None:
         c.add_argument("spec", help="the .flash file")
@@ -230,10 +326,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--data", help=".npz, .safetensors, .csv, or a built-in: digits, digit_pairs, shapes, chars, blobs")
     c.add_argument("-o", "--output", metavar="RUN", help="the run directory")
     c.add_argument("--resume", metavar="RUN", help="continue the run in RUN/ from its last checkpoint")
-    c.add_argument("--epochs", type=int, help="total epochs (default: the spec's)")
+    c.add_argument("--epochs", type=positive_int, help="total epochs, >= 1 (default: the spec's); with --resume "
+                   "the schedule stretches to the new total")
     c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a model parameter")
     c.add_argument("--model", help="which model of the file (default: the first)")
-    c.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     c.set_defaults(func=cmd_train)
 
     c = command("run", "Run an ONNX model in onnxruntime on .npy/.npz inputs.")
@@ -246,18 +343,45 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGXFSZ"):  # over a file-size limit, a write fails with EFBIG instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the boundary
+        return code
     except FlashError as exc:
-        print(exc.render(), file=sys.stderr)
-        return 1
+        return _report(exc.render(), 1)
     except UsageError as exc:
-        print(f"flashc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _report(f"flashc {args.command}: error: {exc}", 2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _report("interrupted", 130)
+    except BrokenPipeError:
+        return _quiet_pipe()
+    except OSError as exc:  # the file system: a file that cannot be read or written
+        where = exc.filename if exc.filename is not None else "flashc"
+        return _report(f"{where}: error: {exc.strerror or exc}", 1)
+    except MemoryError:
+        return _report("flashc: error: out of memory; try smaller sizes (--set) or a machine with more memory", 1)
+    except Exception as exc:
+        if args.debug or os.environ.get("FLASHC_DEBUG"):
+            traceback.print_exc()
+        reason = one_line(f"{type(exc).__name__}: {exc}")[:300]
+        return _report(f"flashc: internal error, please report: {reason}"
+                       + ("" if args.debug else " (run with --debug for the traceback)"), 3)
+
+
+def _report(message: str, code: int) -> int:
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr)
+    return code
+
+
+def _quiet_pipe() -> int:
+    """Whoever read our output stopped (`| head`): exit quietly, as the SIGPIPE convention does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    return 141
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ class FlashError(Exception):
         return self.render()
 
 
+class UsageError(Exception):
+    """A bad command line (exit code 2): a missing argument, a value out of range, a path that cannot be used."""
+
+
 def error(span: Span, message: str, hint: str | None = None) -> FlashError:
     return FlashError([Diagnostic(span, message, hint)])
 

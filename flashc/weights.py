@@ -8,6 +8,7 @@ safetensors only: loading weights never executes code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -69,9 +70,9 @@ class WeightSource:
                 shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
                 self.keys = resolve_keys(self.graph, shapes, f.get_tensor, str(path))
         except FileNotFoundError:
-            raise error(Span.unknown(str(path)), f"no such weights file: {path}") from None
+            raise error(Span.nowhere(str(path)), f"no such weights file: {path}") from None
         except (SafetensorError, OSError, ValueError) as exc:
-            raise error(Span.unknown(str(path)), f"cannot read safetensors weights: {exc}") from None
+            raise error(Span.nowhere(str(path)), f"cannot read safetensors weights: {exc}") from None
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         """(path, array) in sorted path order."""
@@ -124,7 +125,7 @@ def resolve_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Call
         key = present[0]
         for other in present[1:]:
             if not _same(shapes[key], shapes[other], read, key, other):
-                raise error(Span.unknown(origin), f"{origin} holds tied weights `{key}` and `{other}` with different "
+                raise error(Span.nowhere(origin), f"{origin} holds tied weights `{key}` and `{other}` with different "
                             "values; the model keeps one tensor for both",
                             f"keep one of them (the spec ties them: {_names([path, *aliases[path]])})")
         if tuple(shapes[key]) != w.spec.shape:
@@ -133,7 +134,7 @@ def resolve_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Call
         keys[path] = key
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise error(Span.unknown(origin), f"{origin} do not fit model {graph.name}: {shown}")
+        raise error(Span.nowhere(origin), f"{origin} do not fit model {graph.name}: {shown}")
     return keys
 
 
@@ -188,9 +189,9 @@ def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise error(Span.unknown(str(path)), f"no such weights file: {path}") from None
+        raise error(Span.nowhere(str(path)), f"no such weights file: {path}") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise error(Span.unknown(str(path)), f"cannot read safetensors weights: {exc}") from None
+        raise error(Span.nowhere(str(path)), f"cannot read safetensors weights: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -198,7 +199,10 @@ def atomic_files(path: Path, extra: Path | None = None) -> Iterator[tuple[Any, A
     """Open ``path`` (and ``extra``) as temporary files beside them; rename both only on success."""
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise error(Span.unknown(str(path)), f"output directory {directory} does not exist")
+        raise error(Span.nowhere(str(path)), f"output directory {directory} does not exist")
+    for target in (path, extra):
+        if target is not None and target.is_dir():
+            raise error(Span.nowhere(str(target)), "is a directory; name a file to write")
     temps: list[str] = []
     handles = []
     try:
@@ -218,13 +222,35 @@ def atomic_files(path: Path, extra: Path | None = None) -> Iterator[tuple[Any, A
         for tmp, target in zip(temps, [t for t in (path, extra) if t is not None]):
             os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         for h in handles:
             if h is not None and not h.closed:
-                h.close()
+                with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+                    h.close()
         for tmp in temps:
             Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and _writing(exc, directory, (path, extra)):
+            raise write_error(path, exc) from None
         raise
+
+
+def _writing(exc: OSError, directory: Path, targets: tuple[Path | None, ...]) -> bool:
+    """Whether ``exc`` came from writing the outputs (not from reading an input inside the block)."""
+    if exc.filename is None:
+        return True  # a failed write() or flush() of an open file names no file
+    name = Path(str(exc.filename))
+    temporary = name.parent == directory and name.name.startswith(".") and name.name.endswith(".tmp")
+    return temporary or any(t is not None and name == t for t in targets)
+
+
+def write_error(path: Path, exc: OSError) -> Exception:
+    """A failed write as the user should read it: the file, what went wrong, what stays intact."""
+    hints = {errno.EFBIG: "a file-size limit (ulimit -f) is reached", errno.ENOSPC: "the disk is full",
+             errno.EACCES: "no permission to write there", errno.EROFS: "the file system is read-only",
+             errno.EDQUOT: "the disk quota is used up"}
+    reason = hints.get(exc.errno or 0)
+    return error(Span.nowhere(str(path)), f"cannot write: {exc.strerror or exc}",
+                 (f"{reason}; " if reason else "") + "nothing was written and any earlier file is unchanged")
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

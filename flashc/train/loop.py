@@ -44,6 +44,27 @@ class FitResult:
     run: Path | None
     model: Any = field(repr=False, default=None)
     failed: bool = False
+    interrupted: bool = False  # Ctrl-C: the run saved where it stood; `--resume` continues it exactly
+
+
+def check_device(name: str) -> str | None:
+    """Why ``name`` cannot train here (an unknown device, CUDA missing), or None when it can."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return "unknown device; use cpu, cuda or cuda:N"
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "this PyTorch has no CUDA device (torch.cuda.is_available() is False); use --device cpu"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"there is no such CUDA device; this machine has {count} (cuda:0 to cuda:{count - 1})"
+        return None
+    if device.type == "mps":
+        return None if torch.backends.mps.is_available() else "this PyTorch has no MPS device; use --device cpu"
+    return f"training on {device.type!r} is not supported; use cpu or cuda"
 
 
 def _batches(n: int, batch: int | str, epoch: int, seed: int) -> list[np.ndarray]:
