@@ -10,54 +10,98 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from flashc.ir.dims import is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
+from flashc.ops.attention_positions import (
+    MASKED,
+    TORCH_ALIBI,
+    TORCH_MATH,
+    TORCH_POSITIONAL,
+    TORCH_ROTARY,
+    TORCH_T5_BUCKETS,
+    onnx_alibi,
+    onnx_position_keep,
+    onnx_positions,
+    onnx_rope,
+    onnx_rope_tables,
+    onnx_t5_bias,
+    t5_max_exact,
+)
 from flashc.ops.base import Input, Lowering, Op, Param
 from flashc.ops.linalg import onnx_linear
 
 TORCH_HELPER = '''
 class MultiHeadAttention(nn.Module):
-    """Multi-head scaled dot-product attention with q, k, v and out projections."""
+    """Multi-head scaled dot-product attention with q, k, v and out projections.
 
-    def __init__(self, dim, heads, kv_dim=None, bias=True, causal=False, dropout=0.0):
+    kv_heads < heads shares each key/value head among heads // kv_heads query heads
+    (grouped-query attention; kv_heads = 1 is multi-query attention).
+    """
+
+    def __init__(self, dim, heads, kv_dim=None, bias=True, causal=False, dropout=0.0, kv_heads=None,
+                 head_dim=None, out_bias=None, scale=None):
         super().__init__()
         kv_dim = kv_dim or dim
-        self.heads, self.causal, self.dropout = heads, causal, dropout
-        self.q = nn.Linear(dim, dim, bias=bias)
-        self.k = nn.Linear(kv_dim, dim, bias=bias)
-        self.v = nn.Linear(kv_dim, dim, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads or heads, head_dim or dim // heads
+        self.causal, self.dropout, self.scale = causal, dropout, scale
+        inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        self.q = nn.Linear(dim, inner, bias=bias)
+        self.k = nn.Linear(kv_dim, kv_inner, bias=bias)
+        self.v = nn.Linear(kv_dim, kv_inner, bias=bias)
+        self.out = nn.Linear(inner, dim, bias=bias if out_bias is None else out_bias)
 
     def split_heads(self, x, kv):
-        """Project queries from x, keys and values from kv: [B, h, T, C/h] and [B, h, S, C/h]."""
-        B, T, C = x.shape
-        S, h = kv.shape[1], self.heads
-        q = self.q(x).view(B, T, h, C // h).transpose(1, 2)
-        k = self.k(kv).view(B, S, h, C // h).transpose(1, 2)
-        v = self.v(kv).view(B, S, h, C // h).transpose(1, 2)
+        """Project queries from x, keys and values from kv: [B, heads, T, Dh] and [B, kv_heads, S, Dh]."""
+        B, T, _ = x.shape
+        S, dh = kv.shape[1], self.head_dim
+        q = self.q(x).view(B, T, self.heads, dh).transpose(1, 2)
+        k = self.k(kv).view(B, S, self.kv_heads, dh).transpose(1, 2)
+        v = self.v(kv).view(B, S, self.kv_heads, dh).transpose(1, 2)
         return q, k, v
 
     def forward(self, x, kv=None, key_padding_mask=None):
         kv = x if kv is None else kv
-        B, T, C = x.shape
+        B, T, _ = x.shape
         S = kv.shape[1]
         q, k, v = self.split_heads(x, kv)
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
         if self.causal and mask is not None:
             mask = mask & torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=self.causal and mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
+            q, k, v, attn_mask=mask, is_causal=self.causal and mask is None, scale=self.scale,
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.kv_heads != self.heads,
         )
-        return self.out(y.transpose(1, 2).reshape(B, T, C))
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
 '''
 
 
+class _Preludes:
+    """`attention`'s torch helpers: on the class, all it may emit (the names a generated file can
+    define); on one layer, only those it uses, so a plain layer's generated file stays short."""
+
+    ALL = (TORCH_HELPER, TORCH_MATH, TORCH_ALIBI, TORCH_ROTARY, TORCH_T5_BUCKETS, TORCH_POSITIONAL)
+
+    def __get__(self, op: Attention | None, owner: type) -> tuple[str, ...]:
+        return self.ALL if op is None or op.positional else (TORCH_HELPER,)
+
+
 class Attention(Op):
-    """Multi-head attention; `causal` masks the future, `key_padding_mask` (true = pad) hides keys."""
+    """Multi-head attention; `causal` masks the future, `key_padding_mask` (true = pad) hides keys.
+
+    Grouped-query attention: `kv_heads` key/value heads, each shared by
+    heads / kv_heads query heads (`kv_heads = 1`: multi-query). Positions:
+    `rope = theta` rotates queries and keys (the first `rope_dim` features of
+    each head; `rope_style` "half" pairs i with i + rope_dim/2 as LLaMA and
+    GPT-NeoX, "interleaved" pairs 2i with 2i + 1 as GPT-J); `window = w` with
+    `causal` lets a query see only the last w positions, itself included
+    (Mistral); `alibi` adds -slope_h * |i - j| (the paper's slopes);
+    `relative_buckets = n` adds T5's bucketed relative position bias, a weight
+    `relative_bias` [n, heads], bidirectional unless `causal` (T5 does not
+    scale: write `scale = 1.0`). Weights: `q`, `k`, `v`, `out` (LLaMA's q_proj,
+    k_proj, v_proj, o_proj); `qkv_bias` / `out_bias` override `bias` for the
+    input and output projections (Qwen2: `qkv_bias, out_bias = false`).
+    """
 
     family = "attention"
     inputs = (
@@ -70,14 +114,54 @@ class Attention(Op):
         "causal": Param(bool, False, doc="each position attends only to itself and earlier ones"),
         "bias": Param(bool, True),
         "dropout": Param(float, 0.0, doc="dropout on the attention weights (training only)"),
+        "kv_heads": Param(int, None, doc="key/value heads (grouped-query); must divide heads", minimum=1),
+        "head_dim": Param(int, None, doc="features per head; width / heads when not given", minimum=1),
+        "qkv_bias": Param(bool, None, doc="bias on the q, k, v projections; `bias` when not given"),
+        "out_bias": Param(bool, None, doc="bias on the output projection; `bias` when not given"),
+        "scale": Param(float, None, doc="multiplies the scores; 1 / sqrt(head_dim) when not given"),
+        "rope": Param(float, None, doc="rotary position embeddings with this base theta (LLaMA: 10000.0)"),
+        "rope_dim": Param(int, None, doc="rotate only the first rope_dim features of each head", minimum=2),
+        "rope_style": Param(str, "half", choices=("half", "interleaved"), doc="half-split (LLaMA) or GPT-J's pairs"),
+        "window": Param(int, None, doc="sliding window: with causal, see only the last `window` positions", minimum=1),
+        "alibi": Param(bool, False, doc="ALiBi: add -slope * distance to the scores"),
+        "relative_buckets": Param(int, None, doc="T5 relative position bias with this many buckets", minimum=2),
+        "max_distance": Param(int, 128, doc="T5: distances from here on share the last bucket", minimum=1),
     }
-    torch_prelude = (TORCH_HELPER,)
+    tieable = ("relative_bias",)
+    torch_prelude = _Preludes()
     samples = (
         {"x": "float32[2, 5, 8]", "heads": 2},
         {"x": "float32[2, 5, 8]", "heads": 4, "causal": True},
         {"x": "float32[2, 5, 8]", "kv": "float32[2, 7, 6]", "heads": 2},
         {"x": "float32[2, 5, 8]", "key_padding_mask": "bool[2, 5]", "heads": 2, "causal": True},
+        {"x": "float32[2, 6, 8]", "heads": 4, "kv_heads": 2, "causal": True},
+        {"x": "float32[2, 5, 8]", "kv": "float32[2, 7, 6]", "key_padding_mask": "bool[2, 7]", "heads": 4,
+         "kv_heads": 1, "head_dim": 3, "qkv_bias": True, "out_bias": False},
+        {"x": "float32[2, 6, 16]", "heads": 4, "kv_heads": 2, "rope": 10000.0, "causal": True, "bias": False},
+        {"x": "float32[2, 6, 16]", "heads": 2, "rope": 500.0, "rope_dim": 4, "rope_style": "interleaved",
+         "key_padding_mask": "bool[2, 6]"},
+        {"x": "float32[2, 6, 16]", "heads": 2, "kv_heads": 1, "rope": 10000.0, "rope_dim": 6, "causal": True},
+        {"x": "float32[2, 7, 8]", "heads": 2, "kv_heads": 1, "causal": True, "window": 3},
+        {"x": "float32[2, 6, 6]", "heads": 3, "alibi": True, "causal": True},
+        {"x": "float32[2, 5, 8]", "heads": 4, "kv_heads": 2, "alibi": True, "key_padding_mask": "bool[2, 5]"},
+        {"x": "float32[2, 9, 8]", "heads": 2, "relative_buckets": 8, "max_distance": 6, "scale": 1.0, "bias": False},
+        {"x": "float32[2, 9, 8]", "heads": 2, "relative_buckets": 6, "max_distance": 5, "causal": True,
+         "window": 4, "scale": 1.0},
     )
+
+    def setting(self, name: str) -> Any:
+        """A setting, or its default for subclasses (hard_attention) that do not declare it."""
+        return self.attrs.get(name, Attention.params[name].default)
+
+    @property
+    def positional(self) -> bool:
+        """Whether scores depend on positions beyond a plain causal mask (the PositionalAttention helper)."""
+        return any(self.setting(k) for k in ("rope", "window", "alibi", "relative_buckets"))
+
+    def _bias_switches(self) -> tuple[bool, bool]:
+        """Whether the q/k/v projections and the output projection have a bias."""
+        qkv, out = self.setting("qkv_bias"), self.setting("out_bias")
+        return (self.bias if qkv is None else qkv), (self.bias if out is None else out)
 
     def _dims(self, x: TensorType, kv: TensorType | None) -> tuple[int, int]:
         kv = kv or x
@@ -90,21 +174,61 @@ class Attention(Op):
         d, dkv = int(x.shape[-1]), int(kv.shape[-1])
         self.require(d >= 1 and dkv >= 1, f"attention needs a width >= 1, got {x} and {kv}")
         self.require(self.heads >= 1, f"attention needs heads >= 1, got {self.heads}")
-        self.require(d % self.heads == 0, f"attention: heads={self.heads} must divide the width {d}")
+        if self.setting("head_dim") is None:
+            self.require(d % self.heads == 0, f"attention: heads={self.heads} must divide the width {d}",
+                         "or give `head_dim` (then q, k, v project to heads * head_dim features)")
         return d, dkv
+
+    def _heads(self, d: int) -> tuple[int, int, int]:
+        """(query heads, key/value heads, features per head)."""
+        kv_heads = self.setting("kv_heads") or self.heads
+        return self.heads, kv_heads, self.setting("head_dim") or d // self.heads
+
+    def _check_variants(self, d: int, kv: TensorType | None) -> None:
+        heads, kv_heads, head_dim = self._heads(d)
+        self.require(heads % kv_heads == 0, f"attention: kv_heads={kv_heads} must divide heads={heads}",
+                     "each key/value head serves heads / kv_heads query heads")
+        rope, rope_dim = self.setting("rope"), self.setting("rope_dim")
+        if rope is None:
+            self.require(rope_dim is None, "attention: `rope_dim` needs rotary embeddings", "add `rope = 10000.0`")
+            self.require(self.setting("rope_style") == "half", "attention: `rope_style` needs rotary embeddings",
+                         "add `rope = 10000.0`")
+        else:
+            self.require(rope > 0, f"attention: rope (theta) must be positive, got {rope}")
+            rd = rope_dim or head_dim
+            self.require(rd % 2 == 0 and rd <= head_dim,
+                         f"attention: the rotary dimension must be even and at most head_dim={head_dim}, got {rd}")
+        self.require(self.setting("window") is None or self.causal, "attention: `window` needs `causal`",
+                     "a sliding window looks back from each query: add `causal`")
+        buckets, max_distance = self.setting("relative_buckets"), self.setting("max_distance")
+        if buckets is None:
+            self.require(max_distance == 128, "attention: `max_distance` needs `relative_buckets`")
+        else:
+            exact = t5_max_exact(buckets, not self.causal)
+            self.require(exact >= 1, f"attention: relative_buckets={buckets} is too few "
+                                     f"(at least {4 if not self.causal else 2}{'' if self.causal else ' bidirectional'})")
+            self.require(max_distance > exact, f"attention: max_distance={max_distance} must exceed the "
+                                               f"{exact} exactly-bucketed distances")
 
     def weights(self, x: TensorType, kv: TensorType | None = None, mask: TensorType | None = None) -> dict[str, WeightSpec]:
         d, dkv = self._dims(x, kv)
+        heads, kv_heads, head_dim = self._heads(d)
+        qkv_bias, out_bias = self._bias_switches()
+        inner, kv_inner = heads * head_dim, kv_heads * head_dim
         w: dict[str, WeightSpec] = {}
-        for proj, fan_in in (("q", d), ("k", dkv), ("v", dkv), ("out", d)):
+        for proj, rows, fan_in, bias in (("q", inner, d, qkv_bias), ("k", kv_inner, dkv, qkv_bias),
+                                         ("v", kv_inner, dkv, qkv_bias), ("out", d, inner, out_bias)):
             bound = 1 / math.sqrt(fan_in)
-            w[f"{proj}.weight"] = WeightSpec((d, fan_in), ("uniform", bound))
-            if self.bias:
-                w[f"{proj}.bias"] = WeightSpec((d,), ("uniform", bound))
+            w[f"{proj}.weight"] = WeightSpec((rows, fan_in), ("uniform", bound))
+            if bias:
+                w[f"{proj}.bias"] = WeightSpec((rows,), ("uniform", bound))
+        if self.setting("relative_buckets"):
+            w["relative_bias"] = WeightSpec((self.setting("relative_buckets"), heads), ("normal", d**-0.5))
         return w
 
     def infer(self, x: TensorType, kv: TensorType | None = None, mask: TensorType | None = None) -> TensorType:
-        self._dims(x, kv)
+        d, _ = self._dims(x, kv)
+        self._check_variants(d, kv)
         keys = kv or x
         self.require(keys.shape[0] == x.shape[0], f"attention: batch of keys {keys} differs from queries {x}")
         if mask is not None:
@@ -116,10 +240,16 @@ class Attention(Op):
 
     def torch_module(self, x: TensorType, kv: TensorType | None = None, mask: TensorType | None = None) -> str:
         d, dkv = self._dims(x, kv)
-        return (
-            f"MultiHeadAttention({d}, {self.heads}, kv_dim={dkv}, bias={self.bias}, "
-            f"causal={self.causal}, dropout={self.dropout!r})"
-        )
+        qkv_bias, out_bias = self._bias_switches()
+        args = [str(d), str(self.heads), f"kv_dim={dkv}", f"bias={qkv_bias}", f"causal={self.causal}",
+                f"dropout={self.dropout!r}"]
+        if out_bias != qkv_bias:
+            args.append(f"out_bias={out_bias}")
+        optional = ["kv_heads", "head_dim", "scale"]
+        if self.positional:
+            optional += ["rope", "rope_dim", "rope_style", "window", "alibi", "relative_buckets", "max_distance"]
+        args += [f"{k}={self.setting(k)!r}" for k in optional if self.setting(k) != Attention.params[k].default]
+        return f"{'PositionalAttention' if self.positional else 'MultiHeadAttention'}({', '.join(args)})"
 
     def to_torch(self, c: Lowering) -> str:
         x, kv, mask = c.inputs
@@ -127,65 +257,99 @@ class Attention(Op):
         return f"{c.module}({', '.join(args)})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        x, kv, mask = c.inputs
-        kv = kv or x
+        x, kv, pad = c.inputs
+        keys = kv or x
         w = c.weights
+        heads, kv_heads, head_dim = self._heads(int(c.types[0].shape[-1]))
 
         def project(name: str, src: str) -> str:
             return onnx_linear(tape, src, w[f"{name}.weight"], w.get(f"{name}.bias"), 3)
 
-        q, k, v = project("q", x), project("k", kv), project("v", kv)
+        q, k, v = project("q", x), project("k", keys), project("v", keys)
+        qpos = kpos = None
+        if self.positional:
+            qpos, kpos = onnx_positions(tape, x, kv)
+        rope = self.setting("rope")
+        if rope is not None:
+            dim, interleaved = self.setting("rope_dim") or head_dim, self.setting("rope_style") == "interleaved"
+            q_tables = onnx_rope_tables(tape, qpos, rope, dim)
+            k_tables = q_tables if kv is None else onnx_rope_tables(tape, kpos, rope, dim)
+            q = onnx_rope(tape, q, q_tables, heads, head_dim, dim, interleaved)
+            k = onnx_rope(tape, k, k_tables, kv_heads, head_dim, dim, interleaved)
         keep = None
-        if mask is not None:
-            keep = tape.op("Not", [tape.op("Unsqueeze", [mask, tape.const([1, 2], "int64")])])  # [B, 1, 1, S]
+        if pad is not None:
+            keep = tape.op("Not", [tape.op("Unsqueeze", [pad, tape.const([1, 2], "int64")])])  # [B, 1, 1, S]
+        bias = self._onnx_bias(tape, qpos, kpos, w)
+        plain_causal = self.causal and keep is None and bias is None and not self.setting("window")
+        if self.causal and (not plain_causal or tape.opset < 23):
+            if qpos is None:
+                qpos, kpos = onnx_positions(tape, x, kv)
+            seen = onnx_position_keep(tape, qpos, kpos, self.setting("window"))  # [T, S]
+            keep = seen if keep is None else tape.op("And", [keep, seen])
+        scale = self.setting("scale")
+        scale = head_dim**-0.5 if scale is None else scale
         if tape.opset >= 23:
-            y = self._fused(tape, x, q, k, v, mask, keep)
+            attrs = {"q_num_heads": heads, "kv_num_heads": kv_heads, "is_causal": int(plain_causal), "scale": scale}
+            y = tape.op("Attention", [q, k, v, self._fused_mask(tape, x, keep, bias, pad is not None)], attrs)
         else:
-            y = self._decomposed(tape, q, k, v, keep, int(c.types[0].shape[-1]))
+            y = self._decomposed(tape, q, k, v, keep, bias, scale, heads, kv_heads, head_dim)
         return project("out", y)
 
-    def _fused(self, tape: Any, x: str, q: str, k: str, v: str, mask: str | None, keep: str | None) -> str:
-        """Opset 23 `Attention` on [B, T, D] projections; heads split inside the op."""
-        ins = [q, k, v]
-        if keep is not None:
+    def _onnx_bias(self, tape: Any, qpos: str | None, kpos: str | None, w: dict[str, str]) -> str | None:
+        """ALiBi and T5's relative bias, summed: float [heads, T, S], or None."""
+        bias = None
+        if self.setting("alibi"):
+            bias = onnx_alibi(tape, qpos, kpos, self.heads)
+        if self.setting("relative_buckets"):
+            table = onnx_t5_bias(tape, qpos, kpos, w["relative_bias"], not self.causal,
+                                 self.setting("relative_buckets"), self.setting("max_distance"))
+            bias = table if bias is None else tape.op("Add", [bias, table])
+        return bias
+
+    def _fused_mask(self, tape: Any, x: str, keep: str | None, bias: str | None, padded: bool) -> str | None:
+        """opset 23 `Attention`'s attn_mask: bool `keep`, or `bias` with masked scores at MASKED; 4-d.
+
+        onnxruntime wants [B or 1, heads or 1, T, S]: a padding mask alone [B, 1, 1, S] is
+        expanded over the queries, the others get their missing leading axes.
+        """
+        if bias is None and keep is None:
+            return None
+        if bias is None and padded and not self.causal:  # [B, 1, 1, S] -> [B, 1, T, S]
+            batch = tape.op("Shape", [keep], {"start": 0, "end": 1})
             rows = tape.op("Shape", [x], {"start": 1, "end": 2})
-            batch = tape.op("Shape", [mask], {"start": 0, "end": 1})
-            cols = tape.op("Shape", [mask], {"start": 1, "end": 2})
-            shape = tape.op("Concat", [batch, tape.const([1], "int64"), rows, cols], {"axis": 0})
-            ins.append(tape.op("Expand", [keep, shape]))  # onnxruntime wants [B, 1, T, S]
-        attrs = {"q_num_heads": self.heads, "kv_num_heads": self.heads, "is_causal": int(self.causal)}
-        return tape.op("Attention", ins, attrs)
+            cols = tape.op("Shape", [keep], {"start": 3, "end": 4})
+            keep = tape.op("Expand", [keep, tape.op("Concat", [batch, tape.const([1], "int64"), rows, cols], {"axis": 0})])
+        mask = keep if bias is None else bias if keep is None else tape.op("Where", [keep, bias, tape.const(MASKED, "float32")])
+        rank = max(3 if bias is not None else 0, 4 if padded else (2 if keep is not None else 0))
+        if rank < 4:
+            mask = tape.op("Unsqueeze", [mask, tape.const(list(range(4 - rank)), "int64")])
+        return mask
 
-    def _decomposed(self, tape: Any, q: str, k: str, v: str, keep: str | None, d: int) -> str:
-        """Standard ops for runtimes before opset 23: split heads, masked softmax, merge."""
-        h, dh = self.heads, d // self.heads
-        split = tape.const([0, 0, h, dh], "int64")
+    def _decomposed(self, tape: Any, q: str, k: str, v: str, keep: str | None, bias: str | None, scale: float,
+                    heads: int, kv_heads: int, head_dim: int) -> str:
+        """Standard ops for runtimes before opset 23: split heads, masked softmax, merge.
 
-        def heads(t: str, perm: list[int]) -> str:
-            return tape.op("Transpose", [tape.op("Reshape", [t, split])], {"perm": perm})
+        With kv_heads < heads the queries of a group are stacked as [B, kv_heads, groups * T, Dh],
+        so every group reads its key/value head without copying it.
+        """
+        grouped = heads != kv_heads
 
-        scores = tape.op("MatMul", [heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1])])  # [B, h, T, S]
-        scores = tape.op("Mul", [scores, tape.const(1 / math.sqrt(dh), "float32")])
-        allowed = keep
-        if self.causal:
-            rows = tape.op("Shape", [q], {"start": 1, "end": 2})
-            cols = tape.op("Shape", [k], {"start": 1, "end": 2})
-            ones = tape.op("ConstantOfShape", [tape.op("Concat", [rows, cols], {"axis": 0})],
-                           {"value": onnx_tensor_one()})
-            tril = tape.op("Cast", [tape.op("Trilu", [ones], {"upper": 0})], {"to": 9})  # bool [T, S]
-            allowed = tril if allowed is None else tape.op("And", [allowed, tril])
-        if allowed is not None:  # a row with no allowed key gets zero weights, as in torch and opset 23
-            scores = tape.op("Where", [allowed, scores, tape.const(float(np.finfo(np.float32).min), "float32")])
+        def split(t: str, n: int, perm: list[int]) -> str:
+            return tape.op("Transpose", [tape.op("Reshape", [t, tape.const([0, 0, n, head_dim], "int64")])], {"perm": perm})
+
+        def regroup(t: str, n: int) -> str:  # [B, n1, X, Y] -> [B, n, -1, Y]
+            return tape.op("Reshape", [t, tape.const([0, n, -1, 0], "int64")]) if grouped else t
+
+        qh = regroup(split(q, heads, [0, 2, 1, 3]), kv_heads)  # [B, kv_heads, groups * T, Dh]
+        scores = regroup(tape.op("MatMul", [qh, split(k, kv_heads, [0, 2, 3, 1])]), heads)  # [B, heads, T, S]
+        scores = tape.op("Mul", [scores, tape.const(scale, "float32")])
+        if bias is not None:
+            scores = tape.op("Add", [scores, bias])
+        if keep is not None:
+            scores = tape.op("Where", [keep, scores, tape.const(MASKED, "float32")])
         probs = tape.op("Softmax", [scores], {"axis": -1})
-        if allowed is not None:
-            probs = tape.op("Where", [allowed, probs, tape.const(0.0, "float32")])
-        y = tape.op("MatMul", [probs, heads(v, [0, 2, 1, 3])])  # [B, h, T, dh]
-        merged = tape.op("Transpose", [y], {"perm": [0, 2, 1, 3]})
-        return tape.op("Reshape", [merged, tape.const([0, 0, d], "int64")])
-
-
-def onnx_tensor_one() -> Any:
-    """A float 1 as an ONNX attribute tensor (ConstantOfShape's fill value)."""
-    from onnx import helper
-
-    return helper.make_tensor("one", 1, [1], [1.0])
+        if keep is not None:  # a row with no allowed key gets zero weights, as in torch and opset 23
+            probs = tape.op("Where", [keep, probs, tape.const(0.0, "float32")])
+        y = tape.op("MatMul", [regroup(probs, kv_heads), split(v, kv_heads, [0, 2, 1, 3])])  # [B, kv_heads, groups * T, Dh]
+        merged = tape.op("Transpose", [regroup(y, heads)], {"perm": [0, 2, 1, 3]})
+        return tape.op("Reshape", [merged, tape.const([0, 0, heads * head_dim], "int64")])
