@@ -7,7 +7,7 @@ from typing import Any
 
 from flashc.build.scope import Scope
 from flashc.build.state import BuilderState
-from flashc.build.values import Block, Layer, Poison, Repeat, Sequential, Tensor, _Abort, describe
+from flashc.build.values import Block, Layer, Moe, Poison, Repeat, Sequential, Tensor, _Abort, describe
 from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.graph import Value
 from flashc.ops.base import snake
@@ -28,6 +28,12 @@ class Apply(BuilderState):
             return self.make_repeat(args, kwargs, span, scope)
         if func == "sequential":
             return self.make_sequential(args, kwargs, span, scope)
+        if isinstance(func, Moe):
+            return self.apply_moe(func, args, kwargs, span, scope)
+        if func == "moe":
+            return self.make_moe(args, kwargs, span, scope)
+        if func == "moe_aux":
+            return self.moe_aux(args, kwargs, span, scope)
         raise self.fail(span, f"{describe(func)} cannot be called")
 
     # layers

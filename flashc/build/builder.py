@@ -9,6 +9,7 @@ from typing import Any
 from flashc.build.apply import Apply
 from flashc.build.binding import Binding
 from flashc.build.expressions import Expressions
+from flashc.build.moe import Moes
 from flashc.build.names import Naming
 from flashc.build.nodes import Nodes
 from flashc.build.repeat import Repeats
@@ -19,7 +20,7 @@ from flashc.ir.graph import Graph, Value
 from flashc.syntax import ast
 
 
-class Builder(Statements, Expressions, Binding, Apply, Repeats, Sequentials, Nodes, Naming):
+class Builder(Statements, Expressions, Binding, Apply, Repeats, Sequentials, Moes, Nodes, Naming):
     """Evaluates one model: statements, expressions, arguments, applications, nodes and names."""
 
     def finish(self, model: ast.Model, scope: Scope, params: dict[str, Any], source: str) -> Graph:

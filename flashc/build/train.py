@@ -116,7 +116,8 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `loss`"))
     else:
         try:
-            loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b)
+            scalars = {n for n, v in graph.outputs if v.type.is_float and not v.type.shape}
+            loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b, scalars)
         except _Abort:
             loss = None  # already reported
     if "optimizer" not in found.get("_attempted", set()):
@@ -228,19 +229,22 @@ def _penalty(stmt: ast.Regularize, graph: Graph, scope: Scope, b: Builder) -> Pe
     return Penalty(choice.name, choice.kwargs["strength"], stmt.patterns, matched, stmt.span)
 
 
-def _loss(e: Any, tensors: set[str], scope: Scope, b: Builder) -> LossTerm:
-    """A loss expression: built-in losses combined with numbers and + - * /."""
+def _loss(e: Any, tensors: set[str], scope: Scope, b: Builder, scalars: frozenset[str] | set[str] = frozenset()) -> LossTerm:
+    """A loss expression: built-in losses, scalar outputs (`moe_aux()`'s balance loss), numbers and + - * /."""
     if isinstance(e, ast.Number):
         return LossTerm("number", value=float(e.value), span=e.span)
+    if isinstance(e, ast.Name) and e.id in scalars:
+        return LossTerm("output", name=e.id, span=e.span)
     if isinstance(e, ast.Name):
         value = b.lookup(e, scope)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise b.fail(e.span, f"`{e.id}` is not a number; a loss combines losses and numbers")
+            raise b.fail(e.span, f"`{e.id}` is not a number; a loss combines losses, scalar outputs and numbers")
         return LossTerm("number", value=float(value), span=e.span)
     if isinstance(e, ast.BinOp) and e.op in "+-*/":
-        return LossTerm("binop", name=e.op, children=(_loss(e.left, tensors, scope, b), _loss(e.right, tensors, scope, b)), span=e.span)
+        children = (_loss(e.left, tensors, scope, b, scalars), _loss(e.right, tensors, scope, b, scalars))
+        return LossTerm("binop", name=e.op, children=children, span=e.span)
     if isinstance(e, ast.Neg):
-        return LossTerm("neg", children=(_loss(e.operand, tensors, scope, b),), span=e.span)
+        return LossTerm("neg", children=(_loss(e.operand, tensors, scope, b, scalars),), span=e.span)
     if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
         if e.func.id not in LOSSES:
             raise b.fail(e.func.span, f"unknown loss `{e.func.id}`", did_you_mean(e.func.id, LOSSES) or f"known: {', '.join(LOSSES)}")

@@ -85,6 +85,18 @@ class Sequential:
     path: str | None = None
 
 
+@dataclass
+class Moe:
+    """`moe(Expert, experts = 8, k = 2)`, not yet applied; when named, every use shares its weights."""
+
+    block: Block
+    experts: int
+    route: dict[str, Any]  # moe_route's settings: k, router, normalize
+    dense: bool
+    span: Span
+    path: str | None = None
+
+
 def describe(value: Any) -> str:
     """A short, user-facing description of an evaluated value."""
     if isinstance(value, Tensor):
@@ -98,6 +110,8 @@ def describe(value: Any) -> str:
         return "a repeat"
     if isinstance(value, Sequential):
         return "a sequential"
+    if isinstance(value, Moe):
+        return "a moe"
     if isinstance(value, WeightRef):
         return f"the weight `{value.path}`"
     if isinstance(value, bool):

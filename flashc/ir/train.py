@@ -13,7 +13,7 @@ from flashc.ir.types import TensorType
 class LossTerm:
     """A loss expression tree: a built-in loss call, a number, or arithmetic."""
 
-    kind: str  # "call" | "number" | "binop" | "neg"
+    kind: str  # "call" | "number" | "binop" | "neg" | "output" (a scalar model output, e.g. a balance loss)
     name: str = ""  # loss name for calls, operator for binops
     args: tuple[str, ...] = ()  # tensor names a call reads (outputs, inputs, targets)
     options: tuple[tuple[str, Any], ...] = ()

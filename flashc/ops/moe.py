@@ -26,38 +26,40 @@ from flashc.ir.dims import Sym, is_static, product
 from flashc.ir.types import TensorType
 from flashc.ops.base import Input, Lowering, Op, Param
 
-TORCH_ROUTE = '''
-def moe_route(logits, k, router, normalize):
-    """The k experts of each token and their weights: [N, k] each, N = tokens."""
-    logits = logits.reshape(-1, logits.shape[-1])
-    if router == "topk_softmax":
-        top, index = torch.topk(logits, k, dim=-1)
-        return torch.softmax(top, dim=-1), index
-    weights, index = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)  # Mixtral: softmax over all, then top k
-    if normalize:
-        weights = weights / weights.sum(dim=-1, keepdim=True)
-    return weights, index
-'''
+TORCH_MOE = '''
+class MoE:
+    """The routing, dispatch and combine steps of a sparse mixture of experts."""
 
-TORCH_DISPATCH = '''
-def moe_dispatch(x, weights, index, expert, dense=False):
-    """The tokens routed to one expert: their rows of x, their positions, their routing weights [S, 1]."""
-    x = x.reshape(-1, x.shape[-1])
-    hit = index == expert
-    weight = (weights * hit).sum(dim=-1, keepdim=True)  # zero where the token is not routed here
-    if dense:
-        return x, torch.arange(x.shape[0], device=x.device), weight
-    at = hit.any(dim=-1).nonzero().squeeze(-1)
-    return x[at], at, weight[at]
-'''
+    @staticmethod
+    def route(logits, k, router, normalize):
+        """The k experts of each token and their weights: [N, k] each, N = tokens."""
+        logits = logits.reshape(-1, logits.shape[-1])
+        if router == "topk_softmax":
+            top, index = torch.topk(logits, k, dim=-1)
+            return torch.softmax(top, dim=-1), index
+        weights, index = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)  # Mixtral: softmax, then top k
+        if normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights, index
 
-TORCH_COMBINE = '''
-def moe_combine(x, *parts):
-    """Each expert's outputs times their routing weights, summed back into their tokens' rows."""
-    ys, ats, ws = parts[0::3], parts[1::3], parts[2::3]
-    out = ys[0].new_zeros(x.shape[:-1].numel(), ys[0].shape[-1])
-    out = out.index_add(0, torch.cat(ats), torch.cat([y * w for y, w in zip(ys, ws)]))
-    return out.reshape(*x.shape[:-1], -1)
+    @staticmethod
+    def dispatch(x, weights, index, expert, dense=False):
+        """The tokens routed to one expert: their rows of x, their positions, their routing weights [S, 1]."""
+        x = x.reshape(-1, x.shape[-1])
+        hit = index == expert
+        weight = (weights * hit).sum(dim=-1, keepdim=True)  # zero where the token is not routed here
+        if dense:
+            return x, torch.arange(x.shape[0], device=x.device), weight
+        at = hit.any(dim=-1).nonzero().squeeze(-1)
+        return x[at], at, weight[at]
+
+    @staticmethod
+    def combine(x, *parts):
+        """Each expert's outputs times their routing weights, summed back into their tokens' rows."""
+        ys, ats, ws = parts[0::3], parts[1::3], parts[2::3]
+        out = ys[0].new_zeros(x.shape[:-1].numel(), ys[0].shape[-1])
+        out = out.index_add(0, torch.cat(ats), torch.cat([y * w for y, w in zip(ys, ws)]))
+        return out.reshape(*x.shape[:-1], -1)
 '''
 
 
@@ -85,7 +87,7 @@ class MoeRoute(Op):
         "router": Param(str, "softmax_topk", choices=("softmax_topk", "topk_softmax")),
         "normalize": Param(bool, True, doc="softmax_topk: renormalise the k weights to sum to 1"),
     }
-    torch_prelude = (TORCH_ROUTE,)
+    torch_prelude = (TORCH_MOE,)
     samples = (
         {"logits": "float32[6, 4]", "k": 2},
         {"logits": "float32[2, 3, 5]", "k": 3, "normalize": False},
@@ -101,7 +103,7 @@ class MoeRoute(Op):
         return logits.with_shape(shape), TensorType("int64", shape)
 
     def to_torch(self, c: Lowering) -> str:
-        return f"moe_route({c.inputs[0]}, {self.k}, {self.router!r}, {self.normalize})"
+        return f"MoE.route({c.inputs[0]}, {self.k}, {self.router!r}, {self.normalize})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> list[str]:
         logits = _flat(tape, c.inputs[0], int(c.types[0].shape[-1]))
@@ -129,7 +131,7 @@ class MoeDispatch(Op):
         "expert": Param(int, doc="which expert's tokens", minimum=0),
         "dense": Param(bool, False, doc="give the expert every token"),
     }
-    torch_prelude = (TORCH_DISPATCH,)
+    torch_prelude = (TORCH_MOE,)
     samples = (
         {"x": "float32[6, 5]", "weights": "float32[6, 2]", "index": "int64[6, 2]", "expert": 1, "high": 3},
         {"x": "float32[6, 5]", "weights": "float32[6, 2]", "index": "int64[6, 2]", "expert": 2, "dense": True,
@@ -147,7 +149,7 @@ class MoeDispatch(Op):
 
     def to_torch(self, c: Lowering) -> str:
         x, weights, index = c.inputs
-        return f"moe_dispatch({x}, {weights}, {index}, {self.expert}{', dense=True' if self.dense else ''})"
+        return f"MoE.dispatch({x}, {weights}, {index}, {self.expert}{', dense=True' if self.dense else ''})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> list[str]:
         x, weights, index = c.inputs
@@ -172,7 +174,7 @@ class MoeCombine(Op):
 
     family = "moe"
     inputs = (Input("x"), Input("parts", variadic=True))
-    torch_prelude = (TORCH_COMBINE,)
+    torch_prelude = (TORCH_MOE,)
     samples = (
         {"x": "float32[6, 5]", "parts": ["float32[4, 3]", "int64[4]", "float32[4, 1]",
                                          "float32[3, 3]", "int64[3]", "float32[3, 1]"], "high": 2},
@@ -193,7 +195,7 @@ class MoeCombine(Op):
         return parts[0].with_shape(x.shape[:-1] + (d_out,))
 
     def to_torch(self, c: Lowering) -> str:
-        return f"moe_combine({', '.join(c.inputs)})"
+        return f"MoE.combine({', '.join(c.inputs)})"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         from onnx import numpy_helper

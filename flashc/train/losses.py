@@ -88,6 +88,9 @@ def compile_loss(term: LossTerm, extra: dict[str, Callable[..., Tensor]] | None 
     if term.kind == "number":
         value = torch.tensor(term.value)
         return lambda env: value
+    if term.kind == "output":
+        name = term.name
+        return lambda env: env[name]
     if term.kind == "neg":
         inner = compile_loss(term.children[0], extra)
         return lambda env: -inner(env)
