@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from flashc.diagnostics import FlashError, Span, error
 from flashc.syntax import ast
@@ -13,6 +16,10 @@ from flashc.syntax.grammar import flash_parser
 
 CLOSERS = {"(": ")", "[": "]", "{": "}"}
 OPENER_KIND = {"(": "call", "[": "shape", "{": "block"}
+# How deeply constructs may nest (brackets, calls, blocks): far beyond any real spec, far below
+# what the recursive builder can evaluate. Left-associative chains (`a |> f |> g`, `a + b + c`)
+# add no depth along their left side: a 100,000-stage pipeline is one level.
+MAX_NESTING = 64
 
 
 def _parser() -> Lark:
@@ -37,13 +44,42 @@ def _unquote(tok: Token) -> str:
     return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
 
 
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    """Builds frozen AST nodes; every node gets the span Lark recorded."""
+class _ToAst:
+    """Builds frozen AST nodes; every node gets the span Lark recorded.
+
+    Each method takes a rule's meta and its children (already converted), as a Lark
+    ``Transformer`` with ``v_args(meta=True, inline=True)`` would; :meth:`transform` walks
+    the tree with an explicit stack instead of recursion, so long chains cannot overflow it.
+    """
 
     def __init__(self, file: str) -> None:
-        super().__init__()
         self.file = file
+
+    def transform(self, tree: Tree) -> Any:
+        values: list[Any] = []  # converted children, innermost first
+        depths: list[int] = []  # each one's nesting depth
+        todo: list[tuple[Any, bool]] = [(tree, False)]
+        while todo:
+            node, ready = todo.pop()
+            if not isinstance(node, Tree):
+                values.append(node)
+                depths.append(0)
+            elif not ready:
+                todo.append((node, True))
+                todo.extend((child, False) for child in reversed(node.children))
+            else:
+                n = len(node.children)
+                kids, kid_depths = values[len(values) - n:], depths[len(depths) - n:]
+                del values[len(values) - n:], depths[len(depths) - n:]
+                value = getattr(self, node.data)(node.meta, *kids)
+                depth = _nesting(value, kid_depths)
+                if depth > MAX_NESTING:
+                    raise error(getattr(value, "span", self.s(node.meta)),
+                                f"this nests more than {MAX_NESTING} levels deep",
+                                "name intermediate results (`h = ...`) instead of nesting brackets, calls or blocks")
+                values.append(value)
+                depths.append(depth)
+        return values[0]
 
     def s(self, meta: Any) -> Span:
         return _span(self.file, meta)
@@ -154,13 +190,40 @@ class _ToAst(Transformer):
 
 def parse(text: str, file: str = "<input>") -> ast.Module:
     """Parse .flash source; any syntax error becomes a FlashError with a caret."""
+    with gc_paused():
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as exc:
+            raise _syntax_error(exc, text, file) from None
+        try:
+            return _ToAst(file).transform(tree)
+        except FlashError:
+            raise
+        except Exception as exc:  # a callback failed (a literal Python cannot read): still the user's input
+            raise error(Span(file, 1, 1, 1, 1), f"cannot read the spec: {exc}") from None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cycle collector while building trees that hold no cycles.
+
+    Every collection walks every live object, so with a growing tree it runs ever longer:
+    a 100,000-stage pipeline took twice as long with it as without.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = _parser().parse(text)
-        return _ToAst(file).transform(tree)
-    except UnexpectedInput as exc:
-        raise _syntax_error(exc, text, file) from None
-    except VisitError as exc:  # a transformer callback failed: still the user's input
-        raise error(Span(file, 1, 1, 1, 1), f"cannot read the spec: {exc.orig_exc}") from None
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _nesting(node: Any, kids: list[int]) -> int:
+    """How deep ``node`` nests, given its children's depths: the left side of a chain is free."""
+    if isinstance(node, (ast.BinOp, ast.Pipe)) and kids:
+        return max(kids[0], 1 + max(kids[1:], default=0))
+    return 1 + max(kids, default=0)
 
 
 # --- turning Lark's errors into sentences ---------------------------------------------------
