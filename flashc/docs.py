@@ -80,6 +80,31 @@ layer2 = sequential(Basic(channels = 128, stride = 2,
                     Basic(channels = 128))          # layer2.0.conv1.weight, layer2.0.downsample.0.weight
 ```
 
+## Names
+
+Every weight and every value has a name you can predict from the spec:
+
+- A layer bound to a name is that name (`wte = embedding(...)` -> `wte.weight`); an
+  unnamed one is named after its op in its scope (`linear`, `linear_1`, ...).
+- A block applied without a name is named after the block in snake case, acronyms kept
+  whole: `ConvBNReLU` -> `conv_bn_relu`, `SEBlock` -> `se_block`, `MLP` -> `mlp`.
+- Everything made inside a block carries the block's name: in `blocks = repeat(12, Decoder)`
+  the layers are `blocks.0.layernorm`, the anonymous gelu is `blocks.0.gelu`, a value
+  assigned as `x = x + ...` is `blocks.0.x` (then `blocks.0.x_1`). In generated PyTorch the
+  dots become underscores (`blocks_0_gelu`).
+- `as` names a layer, block, repeat or sequential where it is written, so a spec can
+  reproduce a reference's state-dict keys without a separate assignment:
+
+```
+block Attention(x) {
+  q = x |> linear(d) as q_proj               # blocks.0.q_proj.weight, as in Hugging Face
+  k = x |> linear(d) as k_proj
+  ...
+}
+h = x |> repeat(n, Decoder) as layers        # layers.0..., layers.{n-1}...
+out = h |> layernorm as ln_f                 # `ln_f` is also bound here: `ln_f.weight` ties to it
+```
+
 ## Imports
 
 ```

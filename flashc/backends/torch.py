@@ -83,13 +83,13 @@ def torch_source(graph: Graph) -> str:
     body: list[str] = []
     for node in graph.nodes:
         c = Lowering(
-            inputs=[v.name if v is not None else None for v in node.inputs],
+            inputs=[v.ident if v is not None else None for v in node.inputs],
             types=[v.type if v is not None else None for v in node.inputs],
             out_types=[o.type for o in node.outputs],
             weights=node.weight_map,
             module=attr_path(node.layer) if node.layer else None,
         )
-        targets = ", ".join(o.name for o in node.outputs)
+        targets = ", ".join(o.ident for o in node.outputs)
         shapes = ", ".join(str(o.type) for o in node.outputs)
         body.append(f"{targets} = {node.op.to_torch(c)}  # {shapes}")
     outs = [v.name for _, v in graph.outputs]

@@ -7,7 +7,7 @@ from typing import Any
 
 from flashc.build.scope import BUILTINS, CONSTANTS, Scope
 from flashc.build.state import BuilderState
-from flashc.build.values import Layer, Poison, Tensor, WeightRef, _Abort, describe
+from flashc.build.values import Block, Layer, Poison, Repeat, Sequential, Tensor, WeightRef, _Abort, describe
 from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.dims import Sym
 from flashc.ops.base import REGISTRY
@@ -16,7 +16,12 @@ from flashc.syntax import ast
 
 class Expressions(BuilderState):
     def eval(self, e: Any, scope: Scope) -> Any:
-        value = self._eval(e, scope)
+        """Evaluate in ``scope``; values an anonymous op makes here are named under its prefix."""
+        outer, self.prefix = self.prefix, scope.prefix
+        try:
+            value = self._eval(e, scope)
+        finally:
+            self.prefix = outer
         if isinstance(value, Poison):
             raise _Abort()
         return value
@@ -36,6 +41,8 @@ class Expressions(BuilderState):
             return self.arith(e.op, self.eval(e.left, scope), self.eval(e.right, scope), e.span)
         if isinstance(e, ast.Attr):
             return self.attribute(e, scope)
+        if isinstance(e, ast.Named):
+            return self.named(e, scope)
         if isinstance(e, ast.Call):
             return self.call(e, scope, None)
         if isinstance(e, ast.Pipe):
@@ -55,6 +62,17 @@ class Expressions(BuilderState):
             return Layer(REGISTRY[e.id], {}, {}, {}, e.span)
         candidates = scope.names() | set(REGISTRY) | set(CONSTANTS) | set(BUILTINS)
         raise self.fail(e.span, f"undefined name `{e.id}`", did_you_mean(e.id, candidates))
+
+    def named(self, e: ast.Named, scope: Scope) -> Any:
+        """`linear(d) as q_proj` binds the layer to `q_proj` here, so its weights are `q_proj.*`."""
+        value = self.eval(e.value, scope)
+        if not isinstance(value, (Layer, Block, Repeat, Sequential)):
+            raise self.fail(e.span, f"`as` names a layer or a block, got {describe(value)}",
+                            f"to name a tensor, assign it: `{e.name} = ...`")
+        if value.path is not None:
+            raise self.fail(e.name_span, f"{describe(value)} already has a name", "`as` names a layer where it is made")
+        self.bind(e.name, value, scope, e.name_span)
+        return scope.vars[e.name]
 
     def attribute(self, e: ast.Attr, scope: Scope) -> Any:
         obj = self.eval(e.obj, scope)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 class Naming(BuilderState):
     def new_value(self, base: str, type_: TensorType) -> Value:
-        base = base if base.isidentifier() and base not in RESERVED else f"v_{base}"
+        flat = base.replace(".", "_")
+        base = base if flat.isidentifier() and flat not in RESERVED else f"v_{base}"
         i = self.value_counters.get(base, 0)
         name = base if i == 0 else f"{base}_{i}"
         while name in self.value_names:
@@ -60,15 +61,19 @@ class Naming(BuilderState):
         return self.claim_path(scope.fresh(cls.name), scope.owner)
 
     def final_names(self) -> dict[str, str]:
-        """Give values the names the user chose, suffixed where needed to stay unique."""
+        """Give values the names the user chose, suffixed where needed to stay unique.
+
+        Uniqueness is checked on the identifier form (`blocks.0.x` -> `blocks_0_x`), so a
+        backend that needs variables can use it as is.
+        """
         taken = {v.name for v in self.inputs}
         out: dict[str, str] = {}
         for node in self.nodes:
             for value in node.outputs:
                 wanted = self.renames.get(value.name, value.name)
                 candidate, i = wanted, 1
-                while candidate in taken or candidate in RESERVED:
+                while candidate.replace(".", "_") in taken or candidate in RESERVED:
                     candidate, i = f"{wanted}_{i}", i + 1
-                taken.add(candidate)
+                taken.add(candidate.replace(".", "_"))
                 out[value.name] = candidate
         return out

@@ -64,7 +64,7 @@ class Nodes(BuilderState):
             if layer is not None and layer.path is not None:
                 layer.weights = dict(weight_map)
         results = result if isinstance(result, tuple) else (result,)
-        base = cls.name
+        base = f"{self.prefix}.{cls.name}" if self.prefix else cls.name  # `blocks.0.gelu`
         outs = tuple(self.new_value(base, t) for t in results)
         self.nodes.append(Node(op, tuple(inputs), outs, path, tuple(weight_map.items()), span, tuple(self.frames)))
         tensors = tuple(Tensor(o) for o in outs)

@@ -29,6 +29,7 @@ class BuilderState:
     value_names: set[str] = field(default_factory=set)
     value_counters: dict[str, int] = field(default_factory=dict)
     renames: dict[str, str] = field(default_factory=dict)
+    prefix: str = ""  # the layer path of the block whose body is being evaluated: `blocks.0`
     dim_sources: dict[str, tuple[Value, int]] = field(default_factory=dict)
     inputs: list[Value] = field(default_factory=list)
     outputs: list[tuple[str, Value]] = field(default_factory=list)

@@ -176,8 +176,7 @@ class Statements(BuilderState):
         elif isinstance(value, (Repeat, Sequential)) and value.path is None:
             value = replace(value, path=self.claim_path(self.binding_path(name, scope), scope.owner))
         elif isinstance(value, Tensor):
-            local = name if not scope.prefix else f"{scope.prefix.replace('.', '_')}_{name}"
-            self.renames.setdefault(value.value.name, local)
+            self.renames.setdefault(value.value.name, scope.path(name))  # `blocks.0.x`
         scope.vars[name] = value
 
     def output(self, stmt: ast.Output, scope: Scope) -> None:

@@ -58,8 +58,17 @@ class Weight:
 
 @dataclass(frozen=True)
 class Value:
+    """A tensor in the graph. Its name is the user's: `logits`, or `blocks.0.x` for a value of a block.
+
+    ``ident`` (dots -> underscores) is unique in a graph too, so a backend can use it as a variable.
+    """
+
     name: str
     type: TensorType
+
+    @property
+    def ident(self) -> str:
+        return self.name.replace(".", "_")
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,23 @@ class Lowering:
     module: str | None = None  # torch: the attribute holding this layer
 
 
+# Mixed-case words that are one word, not two: `ConvBNReLU` -> `conv_bn_relu`, not `conv_bn_re_lu`.
+WHOLE_WORDS = {"PReLU": "Prelu", "ReLU": "Relu", "GeLU": "Gelu", "SiLU": "Silu"}
+
+
 def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """CamelCase -> snake_case, acronym-aware, as a reader would say it.
+
+    A run of capitals is one word (`SEBlock` -> `se_block`, `MLP` -> `mlp`), a
+    capital after a digit ends it (`Conv2D` -> `conv2d`), and ReLU/GeLU/SiLU/PReLU
+    stay whole (`ConvBNReLU` -> `conv_bn_relu`). Underscores are kept.
+    """
+    for word, flat in WHOLE_WORDS.items():
+        name = name.replace(word, flat)
+    name = re.sub(r"(\d)([A-Z])(?![a-z])", lambda m: m[1] + m[2].lower(), name)
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    name = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", name)
+    return name.lower()
 
 
 class Op:

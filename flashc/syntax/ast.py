@@ -76,7 +76,17 @@ class Attr:
     name: str
 
 
-Expr = Union[Name, Number, String, Tuple, BinOp, Neg, Pipe, Call, Attr]
+@dataclass(frozen=True)
+class Named:
+    """`linear(d) as q_proj`: a layer or block given its state-dict name where it is written."""
+
+    span: Span
+    value: Expr
+    name: str
+    name_span: Span
+
+
+Expr = Union[Name, Number, String, Tuple, BinOp, Neg, Pipe, Call, Attr, Named]
 
 
 @dataclass(frozen=True)

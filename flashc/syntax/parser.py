@@ -119,6 +119,9 @@ class _ToAst:
     def attr(self, meta: Any, obj: Any, name: Token) -> ast.Attr:
         return ast.Attr(self.s(meta), obj, str(name))
 
+    def named(self, meta: Any, value: Any, name: Token) -> ast.Named:
+        return ast.Named(self.s(meta), value, str(name), _tok_span(self.file, name))
+
     def arg(self, meta: Any, value: Any) -> ast.Arg:
         return ast.Arg(self.s(meta), None, value)
 
