@@ -34,6 +34,7 @@ EXAMPLES = {
              "  flashc train --resume runs/mlp --epochs 40\n"
              "  flashc compile specs/mlp_digits.flash --target onnx --weights runs/mlp/best.safetensors -o mlp.onnx",
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
+    "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
 
@@ -272,6 +273,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from flashc.fmt import format_files
+
+    return format_files(args.files, args.check)
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (`--epochs 0` or `-3` is a usage error, not "the default")."""
     try:
@@ -339,6 +346,11 @@ def parser() -> argparse.ArgumentParser:
                    help=".npy (one input) or .npz (named inputs)")
     c.add_argument("-o", "--output", help="save the outputs to this .npz file")
     c.set_defaults(func=cmd_run)
+
+    c = command("fmt", "Rewrite .flash files in the one canonical layout (comments kept, only whitespace changes).")
+    c.add_argument("files", nargs="+", metavar="FILE", help="the .flash files")
+    c.add_argument("--check", action="store_true", help="change nothing; exit 1 and print a diff if a file would change")
+    c.set_defaults(func=cmd_fmt)
     return p
 
 
