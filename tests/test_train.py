@@ -542,13 +542,12 @@ def test_resume_needs_a_checkpoint(tmp_path):
 
 # --- failure on a non-finite loss ---------------------------------------------------------------------
 
-def test_infinite_data_stops_the_run(tmp_path):
+def test_infinite_data_is_refused_before_the_run(tmp_path):
     data = tiny(50)
-    data["x"][:, 0] = np.inf
-    result = classifier("optimizer sgd(lr = 0.1)", "epochs 3").fit(data, tmp_path, quiet=True)
-    assert result.failed and result.history == []
-    assert re.search(r"the loss became (nan|inf) at epoch 1, step 1", result.stop_reason)
-    assert json.loads((tmp_path / "summary.json").read_text())["failed"] is True
+    data["x"][:, 0] = np.inf  # issue 10: refused up front, naming the array and the row
+    with pytest.raises(flashc.FlashError, match=r"data array `x`, row 0: inf at index \[0, 0\] is not a finite number"):
+        classifier("optimizer sgd(lr = 0.1)", "epochs 3").fit(data, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 REGRESSION = """

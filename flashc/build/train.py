@@ -8,13 +8,16 @@ section as early as one in the model.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flashc.build.values import _Abort
 from flashc.diagnostics import Diagnostic, did_you_mean
+from flashc.ir.dims import is_static
 from flashc.ir.graph import Graph
 from flashc.ir.train import Choice, LossTerm, Penalty, TrainConfig
+from flashc.ir.types import TensorType
 from flashc.ops.base import Param
 from flashc.syntax import ast
 
@@ -82,6 +85,39 @@ EARLY_STOP = Schema("early_stop", {
 SETTINGS = ("optimizer", "schedule", "batch", "epochs", "early_stop", "adversarial", "clip_grad", "seed", "validation")
 
 
+def _rule(words: str, test: Any) -> tuple[str, Any]:
+    return words, test
+
+
+POSITIVE = _rule("> 0", lambda v: v > 0)
+NON_NEGATIVE = _rule(">= 0", lambda v: v >= 0)
+AT_LEAST_ONE = _rule(">= 1", lambda v: v >= 1)
+SHARE = _rule("between 0 and 1", lambda v: 0 <= v <= 1)
+# The range of each option, so `lr = -1` or `betas = (2, 3, 4)` fails at `check`, not inside torch
+# (or worse, trains quietly backwards). Keys are option names, or (schema, option) where they differ.
+RANGES: dict[Any, tuple[str, Any]] = {
+    "lr": POSITIVE, "eps": POSITIVE, "gamma": POSITIVE, "epsilon": POSITIVE, "delta": POSITIVE,
+    "pos_weight": POSITIVE, "momentum": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "min_lr": NON_NEGATIVE,
+    "warmup": NON_NEGATIVE, "patience": NON_NEGATIVE, "min_delta": NON_NEGATIVE, "strength": NON_NEGATIVE,
+    "margin": NON_NEGATIVE, "smooth": NON_NEGATIVE, "step_size": AT_LEAST_ONE, "t_max": AT_LEAST_ONE,
+    "steps": AT_LEAST_ONE, "label_smoothing": SHARE, "share": SHARE, ("rmsprop", "alpha"): SHARE,
+    ("pgd", "alpha"): POSITIVE, "factor": _rule("between 0 and 1 (exclusive)", lambda v: 0 < v < 1),
+    "betas": _rule("two numbers from 0 up to (not including) 1",
+                   lambda v: len(v) == 2 and all(0 <= x < 1 for x in v)),
+    "weight": _rule("numbers >= 0 (one per class)", lambda v: all(x >= 0 for x in v)),
+}
+
+
+def _check_range(schema: Schema, key: str, value: Any, span: Any, b: Builder) -> None:
+    """Non-finite numbers anywhere, and values outside the option's range, are errors at their argument."""
+    numbers = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+        raise b.fail(span, f"`{schema.name}` {key} must be a finite number, got {value!r}")
+    rule = RANGES.get((schema.name, key)) or RANGES.get(key)
+    if rule is not None and value is not None and not rule[1](value):
+        raise b.fail(span, f"`{schema.name}` {key} must be {rule[0]}, got {value!r}")
+
+
 def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> tuple[TrainConfig | None, list[Diagnostic]]:
     """Validate a train section; returns the config and any problems found."""
     before = len(b.diagnostics)
@@ -124,6 +160,8 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
     if loss is not None:
         _check_monitors(found, loss, b)
+        types = {n: v.type for n, v in graph.outputs} | {v.name: v.type for v in graph.inputs} | targets
+        _check_loss_shapes(loss, types, b)
     problems = b.diagnostics[before:]
     del b.diagnostics[before:]
     if problems:
@@ -135,6 +173,36 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         seed=found.get("seed", 0), settings={"validation": found.get("validation", 0.1)}, span=section.span,
     )
     return config, []
+
+
+def _fits(a: tuple, b: tuple) -> bool:
+    """Two shapes that can be equal: same rank, and equal wherever both sizes are known."""
+    return len(a) == len(b) and all(not (is_static(x) and is_static(y)) or x == y for x, y in zip(a, b))
+
+
+def _check_loss_shapes(term: LossTerm, types: dict[str, TensorType], b: Builder) -> None:
+    """A target that can never match its prediction is a `check` error, not a failure at the first step."""
+    for child in term.children:
+        _check_loss_shapes(child, types, b)
+    if term.kind != "call" or term.name in ("perceptual", "contrastive") or len(term.args) < 2:
+        return
+    (pred, target), (p, t) = term.args[:2], (types[term.args[0]], types[term.args[1]])
+    if term.name in ("cross_entropy", "hinge"):
+        if p.rank < 1 or not _fits(p.shape[:-1], t.shape):
+            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares logits `{pred}` {p} with class ids "
+                                            f"`{target}` {t}: the ids need the logits' shape without its last axis "
+                                            f"(the classes), {p.with_shape(p.shape[:-1]).shape_str()}"))
+        elif t.is_float:
+            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` takes class ids, but `{target}` is {t}",
+                                            f"declare `target {target}: int64{t.shape_str()}`"))
+        weight = dict(term.options).get("weight")
+        classes = p.shape[-1] if p.rank else None
+        if weight is not None and is_static(classes) and len(weight) != classes:
+            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` weight has {len(weight)} values for "
+                                            f"{classes} classes"))
+    elif not _fits(p.shape, t.shape):
+        b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares `{pred}` {p} with `{target}` {t}: "
+                                        "their shapes cannot match"))
 
 
 def _metrics(loss: LossTerm) -> list[str]:
@@ -187,6 +255,7 @@ def _options(schema: Schema, args: tuple, scope: Scope, b: Builder, span: Any) -
         else:
             value = b.eval(arg.value, scope)
         given[key] = b.check_param(schema, key, (value, arg.span))
+        _check_range(schema, key, given[key], arg.span, b)
     for key, param in schema.params.items():
         if key not in given:
             if param.required:
@@ -213,8 +282,8 @@ def _setting(stmt: ast.Setting, scope: Scope, b: Builder) -> Any:
             hint = "`batch full` (batch GD), `batch N` (mini-batch) or `batch 1` (stochastic)" if stmt.name == "batch" else None
             raise b.fail(first.span, f"`{stmt.name}` must be a whole number >= 1, got {value!r}", hint)
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise b.fail(first.span, f"`{stmt.name}` must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise b.fail(first.span, f"`{stmt.name}` must be a positive finite number, got {value!r}")
     if stmt.name == "validation" and not value < 1:
         raise b.fail(first.span, f"`validation` is the held-out share, between 0 and 1; got {value!r}")
     return float(value)

@@ -21,13 +21,20 @@ class Dataset:
 
     arrays: dict[str, np.ndarray]
     groups: np.ndarray | None = None
+    origin: str | None = None  # the file or built-in set, named in error messages and in summary.json
+    lines: np.ndarray | None = None  # a CSV's line number of each row, so errors point into the file
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
     def take(self, index: np.ndarray) -> Dataset:
         groups = self.groups[index] if self.groups is not None else None
-        return Dataset({k: v[index] for k, v in self.arrays.items()}, groups)
+        lines = self.lines[index] if self.lines is not None else None
+        return Dataset({k: v[index] for k, v in self.arrays.items()}, groups, self.origin, lines)
+
+    def row(self, index: int) -> str:
+        """Row ``index`` as a user finds it: a CSV line, else the row of the arrays (counted from 0)."""
+        return f"line {int(self.lines[index])}" if self.lines is not None else f"row {index}"
 
 
 @dataclass(frozen=True)

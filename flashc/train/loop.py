@@ -322,6 +322,11 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
     config: TrainConfig | None = spec.graph.train
     if config is None:
         raise error(spec.graph.span, f"{spec.name} has no `train` section", f"add `train {spec.name} {{ loss ...; optimizer ... }}`")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+    problem = check_device(device)
+    if problem:
+        raise ValueError(f"device {device!r}: {problem}")
     dataset = load_data(data, spec.graph)
     splits = split(dataset, config.settings.get("validation", 0.1), test_share, config.seed)
     if len(splits.train) == 0:
@@ -397,7 +402,7 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
         _plot(trainer.history, run / "curve.png")
     if run is not None:
         summary = {"stop_reason": reason, "failed": failed, "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
-                   "test": test, "spec": str(spec.path), "data": str(data) if isinstance(data, (str, Path)) else None}
+                   "test": test, "spec": str(spec.path), "data": dataset.origin}
         write_atomic(run / "summary.json", json.dumps(summary, indent=1, default=float).encode())
     if not quiet:
         print(reason + ("; " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()) if test else ""), flush=True)
