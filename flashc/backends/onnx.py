@@ -6,6 +6,7 @@ names, and symbolic dims become named dynamic dimensions.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from flashc.diagnostics import FlashError, error
-from flashc.ir.graph import Graph
+from flashc.ir.graph import Graph, Node
 from flashc.ir.types import TensorType
 from flashc.ops.base import Lowering
 from flashc.version import __version__
@@ -48,6 +49,12 @@ class Tape:
             name = f"{base}_{next(self._count)}"
         self._names.add(name)
         return name
+
+    def child(self) -> Tape:
+        """A tape for a sub-graph: its own nodes, the same names and constants as this one."""
+        tape = Tape(self.opset)
+        tape._names, tape._count, tape.constants = self._names, self._count, self.constants
+        return tape
 
     def reserve(self, name: str) -> None:
         self._names.add(name)
@@ -83,26 +90,10 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, li
     for path in graph.weights:
         tape.reserve(path)
     env: dict[str, str] = {v.name: v.name for v in graph.inputs}
-    for node in graph.nodes:
-        c = Lowering(
-            inputs=[env[v.name] if v is not None else None for v in node.inputs],
-            types=[v.type if v is not None else None for v in node.inputs],
-            out_types=[o.type for o in node.outputs],
-            weights=node.weight_map,
-        )
-        tape.scope = node.layer or node.outputs[0].name
-        try:
-            result = node.op.to_onnx(tape, c)
-        except FlashError:
-            raise
-        except Exception as exc:  # a lowering bug must still point at the user's line
-            raise error(node.span, f"cannot lower `{node.op.name}` to ONNX opset {opset}: {exc}") from None
-        results = result if isinstance(result, list) else [result]
-        for out, name in zip(node.outputs, results):
-            env[out.name] = name
+    _lower_nodes(graph.nodes, tape, env)
     tape.scope = ""
     _name_outputs(graph, tape, env)
-    read = {i for n in tape.nodes for i in n.input}
+    read = _reads(tape.nodes)
     used = sorted(p for p in graph.weights if p in read)
     g = helper.make_graph(
         tape.nodes, graph.name,
@@ -118,6 +109,57 @@ def lower(graph: Graph, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, li
     helper.set_model_props(model, {"flashc_version": __version__, "spec_sha256": graph.source_hash,
                                    "model": graph.name})
     return model, used
+
+
+def _lower_nodes(nodes: tuple[Node, ...], tape: Tape, env: dict[str, str]) -> None:
+    """Emit each node's ONNX nodes on ``tape``; ``env`` maps IR value names to ONNX names."""
+    for node in nodes:
+        c = Lowering(
+            inputs=[env[v.name] if v is not None else None for v in node.inputs],
+            types=[v.type if v is not None else None for v in node.inputs],
+            out_types=[o.type for o in node.outputs],
+            weights=node.weight_map,
+            bodies=[functools.partial(_subgraph, g, tape, dict(env)) for g in node.bodies],
+        )
+        tape.scope = node.layer or node.outputs[0].name
+        try:
+            result = node.op.to_onnx(tape, c)
+        except FlashError:
+            raise
+        except Exception as exc:  # a lowering bug must still point at the user's line
+            raise error(node.span, f"cannot lower `{node.op.name}` to ONNX opset {tape.opset}: {exc}") from None
+        results = result if isinstance(result, list) else [result]
+        for out, name in zip(node.outputs, results):
+            env[out.name] = name
+
+
+def _subgraph(body: Graph, outer: Tape, env: dict[str, str]) -> onnx.GraphProto:
+    """A node's body as an ONNX sub-graph (a Scan's step).
+
+    Its nodes come from the same op lowerings; it reads weights and earlier values of the
+    enclosing graph by name (ONNX's outer scope), and its constants join the main graph's.
+    """
+    tape = outer.child()
+    for v in body.inputs:
+        tape.reserve(v.name)
+        env[v.name] = v.name
+    _lower_nodes(body.nodes, tape, env)
+    tape.scope = ""
+    outputs = [tape.op("Identity", [env[v.name]]) for _, v in body.outputs]  # each output its own name
+    return helper.make_graph(tape.nodes, tape.fresh(f"body_{body.name}"),
+                             [value_info(v.name, v.type) for v in body.inputs],
+                             [value_info(name, v.type) for name, (_, v) in zip(outputs, body.outputs)])
+
+
+def _reads(nodes: Any) -> set[str]:
+    """Every value name the nodes read, those of their sub-graphs included."""
+    read: set[str] = set()
+    for n in nodes:
+        read.update(n.input)
+        for attr in n.attribute:
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                read |= _reads(g.node)
+    return read
 
 
 def to_onnx_model(graph: Graph, weights: dict[str, Any] | str | Path | None = None, seed: int = 0,

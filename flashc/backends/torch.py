@@ -10,9 +10,10 @@ code.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from flashc.ir.graph import Graph
+from flashc.ir.graph import Graph, Node
 from flashc.ops.base import Lowering
 from flashc.version import __version__
 from flashc.weights import check_weights, init_weights
@@ -34,7 +35,7 @@ def attr_path(path: str) -> str:
 
 def _module_tree(graph: Graph) -> dict[str, Any]:
     tree: dict[str, Any] = {}
-    for node in graph.nodes:
+    for node in graph.walk():
         if node.layer is None:
             continue
         cursor = tree
@@ -45,7 +46,7 @@ def _module_tree(graph: Graph) -> dict[str, Any]:
 
 def _init_lines(graph: Graph) -> list[str]:
     modules = {}
-    for node in graph.nodes:
+    for node in graph.walk():
         if node.layer is not None and node.layer not in modules:
             modules[node.layer] = node.op.torch_module(*(v.type if v is not None else None for v in node.inputs))
     lines: list[str] = []
@@ -64,7 +65,7 @@ def _init_lines(graph: Graph) -> list[str]:
             walk(children, path, listed)
 
     walk(_module_tree(graph), "", False)
-    for node in graph.nodes:
+    for node in graph.walk():
         for local, target in node.weights:
             if node.layer is not None and target != f"{node.layer}.{local}":
                 line = f"{attr_path(node.layer)}.{local} = {attr_path(target)}  # tied weight"
@@ -73,25 +74,66 @@ def _init_lines(graph: Graph) -> list[str]:
     return lines
 
 
-def torch_source(graph: Graph) -> str:
-    """A standalone Python module (imports only torch) defining the model."""
-    assert IDENT.match(graph.name)
-    preludes: list[str] = []
-    for node in graph.nodes:
-        preludes += [p for p in node.op.torch_prelude if p not in preludes]
-    args = ", ".join(v.name for v in graph.inputs)
-    body: list[str] = []
-    for node in graph.nodes:
+@dataclass
+class Body:
+    """A sub-graph rendered for the op that runs it (a scan's step): its variables and its lines."""
+
+    inputs: list[str]
+    outputs: list[str]
+    lines: list[str]
+    names: set[str]  # every variable the lines use
+
+
+class Methods:
+    """Helper methods of the generated module (a scan's loop), each under a unique name."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = set(taken)
+        self.sources: list[str] = []
+
+    def define(self, base: str, params: list[str], doc: str, lines: list[str]) -> str:
+        name, i = base, 1
+        while name in self.taken:
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        self.sources += ["", f"    def {name}(self, {', '.join(params)}):", f'        """{doc}."""',
+                         *(f"        {line}" for line in lines)]
+        return f"self.{name}"
+
+
+def _lines(nodes: tuple[Node, ...], methods: Methods) -> list[str]:
+    """One line per node: `targets = expression  # types`."""
+    lines: list[str] = []
+    for node in nodes:
         c = Lowering(
             inputs=[v.ident if v is not None else None for v in node.inputs],
             types=[v.type if v is not None else None for v in node.inputs],
             out_types=[o.type for o in node.outputs],
             weights=node.weight_map,
             module=attr_path(node.layer) if node.layer else None,
+            bodies=[_body(g, methods) for g in node.bodies],
+            method=methods.define,
         )
         targets = ", ".join(o.ident for o in node.outputs)
         shapes = ", ".join(str(o.type) for o in node.outputs)
-        body.append(f"{targets} = {node.op.to_torch(c)}  # {shapes}")
+        lines.append(f"{targets} = {node.op.to_torch(c)}  # {shapes}")
+    return lines
+
+
+def _body(g: Graph, methods: Methods) -> Body:
+    names = {v.ident for v in g.inputs} | {v.ident for n in g.walk() for v in (*n.inputs, *n.outputs) if v is not None}
+    return Body([v.ident for v in g.inputs], [v.ident for _, v in g.outputs], _lines(g.nodes, methods), names)
+
+
+def torch_source(graph: Graph) -> str:
+    """A standalone Python module (imports only torch) defining the model."""
+    assert IDENT.match(graph.name)
+    preludes: list[str] = []
+    for node in graph.walk():
+        preludes += [p for p in node.op.torch_prelude if p not in preludes]
+    args = ", ".join(v.name for v in graph.inputs)
+    methods = Methods({"forward"} | {node.layer.split(".")[0] for node in graph.walk() if node.layer})
+    body = _lines(graph.nodes, methods)
     outs = [v.name for _, v in graph.outputs]
     body.append(f"return {outs[0]}" if len(outs) == 1 else f"return {', '.join(outs)}")
     init = _init_lines(graph) or ["pass"]
@@ -114,6 +156,7 @@ def torch_source(graph: Graph) -> str:
         "",
         f"    def forward(self, {args}):",
         *(f"        {line}" for line in body),
+        *methods.sources,
         "",
     ]
     return "\n".join(parts)
@@ -129,7 +172,7 @@ def to_torch(graph: Graph, weights: dict[str, Any] | None = None, seed: int = 0)
     module = namespace[graph.name]()
     arrays = check_weights(graph, weights) if weights is not None else init_weights(graph, seed)
     state = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-    for node in graph.nodes:
+    for node in graph.walk():
         for local, target in node.weights:
             if node.layer is not None and target != f"{node.layer}.{local}":
                 state[f"{node.layer}.{local}"] = state[target]

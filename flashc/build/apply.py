@@ -34,6 +34,8 @@ class Apply(BuilderState):
             return self.make_moe(args, kwargs, span, scope)
         if func == "moe_aux":
             return self.moe_aux(args, kwargs, span, scope)
+        if func == "scan":
+            return self.make_scan(args, kwargs, span, scope)
         raise self.fail(span, f"{describe(func)} cannot be called")
 
     # layers

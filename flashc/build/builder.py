@@ -13,24 +13,32 @@ from flashc.build.moe import Moes
 from flashc.build.names import Naming
 from flashc.build.nodes import Nodes
 from flashc.build.repeat import Repeats
+from flashc.build.scan import Scans
 from flashc.build.scope import Scope
 from flashc.build.sequential import Sequentials
 from flashc.build.statements import Statements
-from flashc.ir.graph import Graph, Value
+from flashc.ir.graph import Graph, Node, Value
 from flashc.syntax import ast
 
 
-class Builder(Statements, Expressions, Binding, Apply, Repeats, Sequentials, Moes, Nodes, Naming):
+class Builder(Statements, Expressions, Binding, Apply, Repeats, Sequentials, Moes, Scans, Nodes, Naming):
     """Evaluates one model: statements, expressions, arguments, applications, nodes and names."""
 
     def finish(self, model: ast.Model, scope: Scope, params: dict[str, Any], source: str) -> Graph:
         names = self.final_names()
         def rn(v: Value | None) -> Value | None:
             return None if v is None else Value(names.get(v.name, v.name), v.type)
-        nodes = tuple(
-            replace(n, inputs=tuple(rn(v) for v in n.inputs), outputs=tuple(rn(v) for v in n.outputs))
-            for n in self.nodes
-        )
+
+        def body(g: Graph) -> Graph:
+            outputs = tuple((rn(v).name, rn(v)) for _, v in g.outputs)
+            return replace(g, inputs=tuple(rn(v) for v in g.inputs), nodes=tuple(node(n) for n in g.nodes),
+                           outputs=outputs)
+
+        def node(n: Node) -> Node:
+            return replace(n, inputs=tuple(rn(v) for v in n.inputs), outputs=tuple(rn(v) for v in n.outputs),
+                           bodies=tuple(body(g) for g in n.bodies))
+
+        nodes = tuple(node(n) for n in self.nodes)
         return Graph(
             name=model.name,
             params=params,

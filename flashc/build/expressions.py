@@ -150,4 +150,6 @@ class Expressions(BuilderState):
             return {k for k, p in func.op.params.items() if p.kind is bool}
         if func == "repeat":
             return {"shared"}
+        if func == "moe":
+            return {"normalize", "dense"}
         return set()

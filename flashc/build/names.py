@@ -8,13 +8,14 @@ else gets a suffix.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from flashc.build.scope import RESERVED, Scope
 from flashc.build.state import BuilderState
 from flashc.build.values import Layer
 from flashc.diagnostics import Span
-from flashc.ir.graph import Value
+from flashc.ir.graph import Node, Value
 from flashc.ir.types import TensorType
 
 if TYPE_CHECKING:
@@ -68,12 +69,20 @@ class Naming(BuilderState):
         """
         taken = {v.name for v in self.inputs}
         out: dict[str, str] = {}
-        for node in self.nodes:
-            for value in node.outputs:
-                wanted = self.renames.get(value.name, value.name)
-                candidate, i = wanted, 1
-                while candidate.replace(".", "_") in taken or candidate in RESERVED:
-                    candidate, i = f"{wanted}_{i}", i + 1
-                taken.add(candidate.replace(".", "_"))
-                out[value.name] = candidate
+        for value in produced(self.nodes):
+            wanted = self.renames.get(value.name, value.name)
+            candidate, i = wanted, 1
+            while candidate.replace(".", "_") in taken or candidate in RESERVED:
+                candidate, i = f"{wanted}_{i}", i + 1
+            taken.add(candidate.replace(".", "_"))
+            out[value.name] = candidate
         return out
+
+
+def produced(nodes: Iterable[Node]) -> Iterator[Value]:
+    """The values nodes make, in order; a node's bodies (a scan's step: its inputs, then its nodes) first."""
+    for node in nodes:
+        for body in node.bodies:
+            yield from body.inputs
+            yield from produced(body.nodes)
+        yield from node.outputs

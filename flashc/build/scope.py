@@ -11,7 +11,7 @@ from flashc.ops.base import REGISTRY
 
 RESERVED = {"self", "torch", "nn", "F", "math"} | set(keyword.kwlist)
 CONSTANTS = {"true": True, "false": False}
-BUILTINS = ("repeat", "sequential", "moe", "moe_aux")
+BUILTINS = ("repeat", "sequential", "moe", "moe_aux", "scan")
 # Attributes every torch.nn.Module already has: a layer may not be named like them.
 MODULE_ATTRS = frozenset({
     "training", "forward", "state_dict", "load_state_dict", "parameters", "named_parameters", "buffers",

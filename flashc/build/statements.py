@@ -7,7 +7,7 @@ from typing import Any
 
 from flashc.build.scope import CONSTANTS, MODULE_ATTRS, Scope, class_names_taken
 from flashc.build.state import BuilderState
-from flashc.build.values import POISON, Block, Layer, Poison, Repeat, Sequential, Tensor, _Abort, describe
+from flashc.build.values import POISON, Block, Layer, Moe, Poison, Repeat, Sequential, Tensor, _Abort, describe
 from flashc.diagnostics import Diagnostic, FlashError, Span, did_you_mean
 from flashc.ir.dims import Dim, Sym
 from flashc.ir.types import DTYPES, INPUT_DTYPES, TensorType
@@ -165,7 +165,7 @@ class Statements(BuilderState):
         return cls is not None and not any(not i.optional for i in cls.inputs)
 
     def bind(self, name: str, value: Any, scope: Scope, span: Span | None = None) -> None:
-        if isinstance(value, (Layer, Block, Repeat, Sequential)) and name in MODULE_ATTRS:
+        if isinstance(value, (Layer, Block, Repeat, Sequential, Moe)) and name in MODULE_ATTRS:
             raise self.fail(span or Span.unknown(self.file), f"`{name}` cannot name a layer: torch modules already use it",
                             f"try `{name}_layer`")
         if isinstance(value, Layer) and value.path is None:
@@ -173,7 +173,7 @@ class Statements(BuilderState):
         elif isinstance(value, Block) and value.path is None and value.node.name != name:
             path = self.claim_path(self.binding_path(name, scope), scope.owner)
             value = replace(value, path=path, owner=(scope.owner, path))
-        elif isinstance(value, (Repeat, Sequential)) and value.path is None:
+        elif isinstance(value, (Repeat, Sequential, Moe)) and value.path is None:
             value = replace(value, path=self.claim_path(self.binding_path(name, scope), scope.owner))
         elif isinstance(value, Tensor):
             self.renames.setdefault(value.value.name, scope.path(name))  # `blocks.0.x`

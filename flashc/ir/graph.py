@@ -7,7 +7,7 @@ them the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -103,6 +103,9 @@ class Node:
     weights: tuple[tuple[str, str], ...]
     span: Span
     frames: tuple[Frame, ...] = ()  # the block applications around this node, outermost first
+    # Sub-graphs this node runs (a scan's step). Their nodes read the node's inputs and any value
+    # computed before the node by name; their weights are the enclosing graph's.
+    bodies: tuple[Graph, ...] = ()
 
     @property
     def weight_map(self) -> dict[str, str]:
@@ -127,6 +130,13 @@ class Graph:
     @property
     def parameter_count(self) -> int:
         return sum(w.spec.size for w in self.weights.values() if not w.spec.buffer)
+
+    def walk(self) -> Iterator[Node]:
+        """Every node, those inside the bodies of other nodes included (a body's right after its node)."""
+        for node in self.nodes:
+            yield node
+            for body in node.bodies:
+                yield from body.walk()
 
     def layer_parameter_count(self, layer: str) -> int:
         prefix = layer + "."

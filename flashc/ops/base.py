@@ -8,6 +8,7 @@ one file and its test. Nothing here imports torch or onnx.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -55,6 +56,11 @@ class Lowering:
     out_types: list[TensorType]
     weights: dict[str, str] = field(default_factory=dict)
     module: str | None = None  # torch: the attribute holding this layer
+    # The node's sub-graphs as the backend renders them (torch: a Body of lines; ONNX: a function
+    # giving the GraphProto), and, in torch, `method(base, params, doc, lines)` defining a helper
+    # method of the module and returning its `self.` name.
+    bodies: list[Any] = field(default_factory=list)
+    method: Callable[[str, list[str], str, list[str]], str] | None = None
 
 
 # Mixed-case words that are one word, not two: `ConvBNReLU` -> `conv_bn_relu`, not `conv_bn_re_lu`.
@@ -89,6 +95,9 @@ class Op:
     torch_prelude: ClassVar[tuple[str, ...]] = ()
     # Ops that consume a tied weight accept it as a keyword naming a weight path.
     tieable: ClassVar[tuple[str, ...]] = ()
+    # Tensor inputs a number may stand in for, and the setting that then holds it:
+    # `where(m, x, 0.0)` gives `b_value = 0.0` for the input `b`.
+    scalar_inputs: ClassVar[dict[str, str]] = {}
     # Ops whose result varies between train and eval (dropout) are still
     # deterministic in eval, which is what parity tests compare.
     family: ClassVar[str] = "misc"
