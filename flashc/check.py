@@ -26,7 +26,8 @@ def fresh_params(graph: Graph) -> dict[int, int]:
     out: dict[int, int] = {}
     counted: set[str] = set()
     for i, node in enumerate(graph.nodes):
-        own = [p for local, p in node.weights if node.layer and p == f"{node.layer}.{local}"]
+        inside = [node] + [n for body in node.bodies for n in body.walk()]  # a scan's step counts on its row
+        own = [p for n in inside for local, p in n.weights if n.layer and p == f"{n.layer}.{local}"]
         fresh = [p for p in own if p not in counted and not graph.weights[p].spec.buffer]
         counted.update(own)
         out[i] = sum(graph.weights[p].spec.size for p in fresh)
