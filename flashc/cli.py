@@ -34,6 +34,8 @@ EXAMPLES = {
              "  flashc train --resume runs/mlp --epochs 40\n"
              "  flashc compile specs/mlp_digits.flash --target onnx --weights runs/mlp/best.safetensors -o mlp.onnx",
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
+    "graph": "examples:\n  flashc graph specs/gpt2.flash -o gpt2.svg --depth 2\n"
+             "  flashc graph specs/resnet18.flash -o resnet18.html     # blocks open on click",
     "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
@@ -273,6 +275,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from flashc.render.entry import write_graph
+
+    spec = load_model(args.spec, args.model, parse_sets(args.set))
+    source = Path(args.spec).read_text(encoding="utf-8", errors="replace")
+    out = write_graph(spec.graph, args.output, args.depth, source)
+    print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters)")
+    return 0
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from flashc.fmt import format_files
 
@@ -346,6 +358,12 @@ def parser() -> argparse.ArgumentParser:
                    help=".npy (one input) or .npz (named inputs)")
     c.add_argument("-o", "--output", help="save the outputs to this .npz file")
     c.set_defaults(func=cmd_run)
+
+    c = command("graph", "Draw a spec: inputs, layers and blocks with output shapes and parameters, as SVG or HTML.")
+    spec_args(c)
+    c.add_argument("-o", "--output", required=True, help="model.svg, or model.html (self-contained; blocks open on click)")
+    c.add_argument("--depth", type=int, default=0, help="open blocks down to this nesting depth (default 0: one box per block)")
+    c.set_defaults(func=cmd_graph)
 
     c = command("fmt", "Rewrite .flash files in the one canonical layout (comments kept, only whitespace changes).")
     c.add_argument("files", nargs="+", metavar="FILE", help="the .flash files")

@@ -52,8 +52,36 @@ model Mlp(features = 64, hidden = 4 * features, classes = 10) {   # defaults may
 - `wte(tokens)` applies a named layer; `embedding(ctx, d)(positions(T))` makes one and
   applies it at once.
 - `weight = wte.weight` ties a weight to another layer's (GPT-2's output projection).
-- Residuals and arithmetic on tensors: `x + (x |> f)`, `a * b`, `x * 0.5`, `-x`.
+- Residuals and arithmetic on tensors: `x + (x |> f)`, `a * b`, `x * 0.5`, `-x`, `x ** 2`.
 - An op with several outputs is unpacked: `y, h, c = x |> lstm(128, layers = 2)`.
+
+## Types, masks and operators
+
+Every tensor has a dtype; the checker applies the rules below, so a spec that passes
+`flashc check` runs the same way in PyTorch and onnxruntime.
+
+```
+input x: float32[B, T, D]
+input pad: bool[B, T]                         # bool comes from inputs and comparisons
+keep = (x |> sum(axis = -1)) > 0 and not pad  # == != < <= > >= give bool; and, or, not combine masks
+scores = where(pad, -1e9, x |> sum(axis = -1))   # where(cond, a, b): a tensor or a number on each side
+scores = scores |> masked_fill(pad, -1e9)      # the same, as torch's masked_fill
+weights = cast(keep, float32) * scores        # cast(x, dtype): dtype written bare
+y = -x ** 2 + 2 ** x                          # ** binds tighter than unary minus: -(x ** 2)
+```
+
+- Precedence, lowest first: `or`, `and`, `not`, comparisons, `|>`, `+ -`, `* / //`,
+  unary `-`, `**` (right-associative), calls. Comparisons do not chain: write
+  `(a < b) and (b < c)`.
+- No arithmetic on bool: `mask * -1e9` is an error whose hint names `cast` and `where`.
+- Two tensors in one operation have one dtype: `ids + x` (int64 and float32) is an error;
+  `cast(ids, float32) + x` is not. There is no implicit promotion, because onnxruntime has none.
+- A number beside a tensor takes the tensor's dtype; beside an integer tensor it must be
+  whole (`ids * 2`, not `ids * 0.5`). `/` and `**` are for float tensors.
+- Bool masks compare with `==` / `!=` (and with `true` / `false`), not with `<`.
+- `cast` converts to `float32`, `int64`, `int32` or `bool` (floats truncate toward zero,
+  nonzero is true, bool is 0/1). Half precision is a compile option (`--dtype float16`).
+- On numbers and parameters the operators compute at build time: `d ** 2`, `heads > 1`.
 
 ## Blocks and repetition
 

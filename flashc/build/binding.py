@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flashc.build.state import BuilderState
-from flashc.build.values import Tensor, WeightRef, describe
+from flashc.build.values import DType, Tensor, WeightRef, describe
 from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.dims import Sym
 from flashc.ops.base import Op, Param
@@ -27,6 +27,9 @@ class Binding(BuilderState):
                 else:
                     tensors[slot.name] = value
                     slots.pop(0)
+                continue
+            if slots and slots[0].name in cls.scalar_inputs and isinstance(value, (int, float)) and not isinstance(value, bool):
+                attrs[cls.scalar_inputs[slots.pop(0).name]] = (value, aspan)  # a number in a tensor's place
                 continue
             if isinstance(value, Tensor):
                 raise self.fail(aspan, f"`{cls.name}` takes {len(cls.inputs)} tensor input(s), got one more")
@@ -88,6 +91,7 @@ class Binding(BuilderState):
             "dim": isinstance(value, (int, Sym)) and not isinstance(value, bool),
             "floats": isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
             "name": isinstance(value, str),
+            "dtype": isinstance(value, DType),
         }[param.kind]
         if value is None and param.default is None:
             ok = True
@@ -95,7 +99,8 @@ class Binding(BuilderState):
             kind = param.kind if isinstance(param.kind, str) else param.kind.__name__
             words = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
                      "ints": "a whole number or a tuple of them", "dim": "a whole number or a dimension",
-                     "floats": "a tuple of numbers", "name": "a name"}
+                     "floats": "a tuple of numbers", "name": "a name",
+                     "dtype": "a dtype written bare, such as float32"}
             options = f", or {' or '.join(repr(c) for c in param.choices)}" if param.choices and kind == "ints" else ""
             hint = did_you_mean(str(value), [str(c) for c in param.choices]) if param.choices else None
             raise self.fail(aspan, f"`{cls.name}` {name} must be {words[kind]}{options}, got {describe(value)}", hint)
@@ -107,6 +112,8 @@ class Binding(BuilderState):
             )
         if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
             raise self.fail(aspan, f"`{cls.name}` {name} must be at least {param.minimum:g}, got {value}")
+        if param.kind == "dtype":
+            value = value.name
         if param.kind is float and value is not None:
             value = float(value)
         return value

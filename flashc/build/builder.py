@@ -12,6 +12,7 @@ from flashc.build.expressions import Expressions
 from flashc.build.moe import Moes
 from flashc.build.names import Naming
 from flashc.build.nodes import Nodes
+from flashc.build.operators import Operators
 from flashc.build.repeat import Repeats
 from flashc.build.scan import Scans
 from flashc.build.scope import Scope
@@ -21,7 +22,7 @@ from flashc.ir.graph import Graph, Node, Value
 from flashc.syntax import ast
 
 
-class Builder(Statements, Expressions, Binding, Apply, Repeats, Sequentials, Moes, Scans, Nodes, Naming):
+class Builder(Statements, Expressions, Operators, Binding, Apply, Repeats, Sequentials, Moes, Scans, Nodes, Naming):
     """Evaluates one model: statements, expressions, arguments, applications, nodes and names."""
 
     def finish(self, model: ast.Model, scope: Scope, params: dict[str, Any], source: str) -> Graph:

@@ -37,6 +37,14 @@ class Expressions(BuilderState):
             return tuple(self.eval(i, scope) for i in e.items)
         if isinstance(e, ast.Neg):
             return self.arith("-", 0, self.eval(e.operand, scope), e.span, negate=True)
+        if isinstance(e, ast.BinOp) and e.op == "**":
+            return self.power(self.eval(e.left, scope), self.eval(e.right, scope), e.span)
+        if isinstance(e, ast.Compare):
+            return self.compare(e, scope)
+        if isinstance(e, ast.Logic):
+            return self.logic(e, scope)
+        if isinstance(e, ast.Not):
+            return self.negation(e, scope)
         if isinstance(e, ast.BinOp):
             return self.arith(e.op, self.eval(e.left, scope), self.eval(e.right, scope), e.span)
         if isinstance(e, ast.Attr):
@@ -136,11 +144,11 @@ class Expressions(BuilderState):
             if arg.name is not None:
                 if arg.name in keywords:
                     raise self.fail(arg.span, f"keyword `{arg.name}` given twice")
-                keywords[arg.name] = (self.eval(arg.value, scope), arg.span)
+                keywords[arg.name] = (self.argument(func, arg, scope), arg.span)
             elif isinstance(arg.value, ast.Name) and arg.value.id in flags and not self.defined(arg.value.id, scope):
                 keywords[arg.value.id] = (True, arg.span)
             else:
-                positional.append((self.eval(arg.value, scope), arg.span))
+                positional.append((self.argument(func, arg, scope), arg.span))
         return self.apply(func, positional, keywords, e.span, scope)
 
     @staticmethod

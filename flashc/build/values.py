@@ -36,6 +36,13 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class DType:
+    """A dtype written bare where an op takes one: `cast(m, float32)`."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class WeightRef:
     path: str
     spec: WeightSpec
@@ -112,6 +119,8 @@ def describe(value: Any) -> str:
         return "a sequential"
     if isinstance(value, Moe):
         return "a moe"
+    if isinstance(value, DType):
+        return f"the dtype {value.name}"
     if isinstance(value, WeightRef):
         return f"the weight `{value.path}`"
     if isinstance(value, bool):

@@ -1,4 +1,11 @@
-"""Arithmetic between tensors (residuals `x + f(x)`, gating) and with scalars."""
+"""Arithmetic between tensors (residuals `x + f(x)`, gating) and with scalars.
+
+dtype rules, the same in the checker, PyTorch and onnxruntime: no arithmetic on
+bool (a mask becomes numbers with `cast`, or picks values with `where`); two
+tensors have one dtype (no promotion: onnxruntime has none, so `cast` one side);
+a number takes the tensor's dtype and must be whole for an integer tensor; `/`
+is for float tensors only.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,15 @@ from typing import Any, ClassVar
 from flashc.ir.dims import Dim
 from flashc.ir.types import TensorType
 from flashc.ops.base import Input, Lowering, Op, Param
+
+BOOL_HINT = "a mask becomes numbers with `cast(m, float32)`; to choose values by it use `where(m, a, b)` or `masked_fill(x, m, value)`"
+
+
+def no_bool(op: Op, symbol: str, *types: TensorType | None) -> None:
+    """Arithmetic is not defined on bool: torch would promote silently, onnxruntime refuses."""
+    for t in types:
+        if t is not None and t.dtype == "bool":
+            raise op.fail(f"`{symbol}` is arithmetic and {t} is bool", BOOL_HINT)
 
 
 def broadcast(op: Op, a: TensorType, b: TensorType) -> tuple[Dim, ...]:
@@ -48,19 +64,22 @@ class Binary(Op):
     onnx_op: ClassVar[str] = ""
 
     def infer(self, a: TensorType, b: TensorType | None = None) -> TensorType:
+        no_bool(self, self.symbol, a, b)
         if self.name == "div":
-            self.require(a.is_float and (b is None or b.is_float), f"`/` needs float tensors, got {a}" + (f" and {b}" if b else ""))
+            self.require(a.is_float and (b is None or b.is_float), f"`/` needs float tensors, got {a}" + (f" and {b}" if b else ""),
+                         "cast first: `cast(x, float32)`")
         if b is None:
             self.require(self.scalar is not None, f"`{self.name}` needs two operands")
             self.require(
                 a.is_float or float(self.scalar).is_integer(),
                 f"cannot combine the integer tensor {a} with the fraction {self.scalar}",
+                "cast it first: `cast(x, float32)`",
             )
             return a
         self.require(
             a.dtype == b.dtype,
-            f"`{self.name}` operands have different dtypes: {a} and {b}",
-            "cast one side first",
+            f"`{self.symbol}` operands have different dtypes: {a} and {b}",
+            "cast one side first: `cast(x, float32)`",
         )
         return a.with_shape(broadcast(self, a, b))
 
@@ -69,14 +88,17 @@ class Binary(Op):
         return (other, a) if self.scalar_first else (a, other)
 
     def to_torch(self, c: Lowering) -> str:
-        scalar = repr(self.scalar) if c.out_types[0].is_float or self.scalar is None else repr(int(self.scalar))
+        scalar = repr(self.scalar) if c.types[0].is_float or self.scalar is None else repr(int(self.scalar))
         left, right = self._operands(c.inputs[0], c.inputs[1], scalar)
         return f"{left} {self.symbol} {right}"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        scalar = tape.const(self.scalar, c.out_types[0].dtype) if c.inputs[1] is None else ""
+        scalar = tape.const(self.scalar, c.types[0].dtype) if c.inputs[1] is None else ""
         left, right = self._operands(c.inputs[0], c.inputs[1], scalar)
         return tape.op(self.onnx_op, [left, right])
+
+
+INT_SAMPLES = ({"a": "int64[2, 6]", "b": "int64[6]", "high": 9}, {"a": "int32[2, 6]", "scalar": 3.0, "high": 9})
 
 
 class Add(Binary):
@@ -84,6 +106,7 @@ class Add(Binary):
 
     symbol = "+"
     onnx_op = "Add"
+    samples = (*Binary.samples, *INT_SAMPLES)
 
 
 class Sub(Binary):
@@ -91,6 +114,7 @@ class Sub(Binary):
 
     symbol = "-"
     onnx_op = "Sub"
+    samples = (*Binary.samples, *INT_SAMPLES)
 
 
 class Mul(Binary):
@@ -98,6 +122,7 @@ class Mul(Binary):
 
     symbol = "*"
     onnx_op = "Mul"
+    samples = (*Binary.samples, *INT_SAMPLES)
 
 
 class Div(Binary):
@@ -111,9 +136,10 @@ class Neg(Op):
     """-x."""
 
     family = "elementwise"
-    samples = ({"x": "float32[3, 4]"},)
+    samples = ({"x": "float32[3, 4]"}, {"x": "int64[3, 4]", "high": 9})
 
     def infer(self, x: TensorType) -> TensorType:
+        no_bool(self, "-", x)
         return x
 
     def to_torch(self, c: Lowering) -> str:

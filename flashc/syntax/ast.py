@@ -35,13 +35,40 @@ class Tuple:
 @dataclass(frozen=True)
 class BinOp:
     span: Span
-    op: str  # + - * / //
+    op: str  # + - * / // **
     left: Expr
     right: Expr
 
 
 @dataclass(frozen=True)
 class Neg:
+    span: Span
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`a < b`: a comparison giving bool (== != < <= > >=)."""
+
+    span: Span
+    op: str
+    left: Expr
+    right: Expr
+    op_span: Span
+
+
+@dataclass(frozen=True)
+class Logic:
+    """`a and b`, `a or b` on bools."""
+
+    span: Span
+    op: str  # and | or
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Not:
     span: Span
     operand: Expr
 
@@ -86,7 +113,7 @@ class Named:
     name_span: Span
 
 
-Expr = Union[Name, Number, String, Tuple, BinOp, Neg, Pipe, Call, Attr, Named]
+Expr = Union[Name, Number, String, Tuple, BinOp, Neg, Compare, Logic, Not, Pipe, Call, Attr, Named]
 
 
 @dataclass(frozen=True)

@@ -105,10 +105,22 @@ class _ToAst:
 
         return build
 
-    add, sub, mul, div, floordiv = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("//")
+    add, sub, mul, div, floordiv, pow = _bin("+"), _bin("-"), _bin("*"), _bin("/"), _bin("//"), _bin("**")
 
     def neg(self, meta: Any, operand: Any) -> ast.Neg:
         return ast.Neg(self.s(meta), operand)
+
+    def compare(self, meta: Any, left: Any, op: Token, right: Any) -> ast.Compare:
+        return ast.Compare(self.s(meta), str(op), left, right, _tok_span(self.file, op))
+
+    def and_(self, meta: Any, left: Any, right: Any) -> ast.Logic:
+        return ast.Logic(self.s(meta), "and", left, right)
+
+    def or_(self, meta: Any, left: Any, right: Any) -> ast.Logic:
+        return ast.Logic(self.s(meta), "or", left, right)
+
+    def not_(self, meta: Any, operand: Any) -> ast.Not:
+        return ast.Not(self.s(meta), operand)
 
     def pipe(self, meta: Any, left: Any, right: Any) -> ast.Pipe:
         return ast.Pipe(self.s(meta), left, right)
