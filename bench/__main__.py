@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import ROOT, Table, machine, sgemm_peak, versions
 
-SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement")
+SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement", "moe")
 
 
 def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
@@ -32,6 +32,8 @@ def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
         from bench.rss import run
     elif name == "scaling":
         from bench.scaling import run
+    elif name == "moe":
+        from bench.moe import run
     else:
         from bench.agreement import run
     return run

@@ -58,3 +58,26 @@ def test_every_graph_agrees_with_eager_pytorch(quick_run):
     for r in measured:
         assert r["max_abs_diff"] < 1e-3, r
         assert r["ok"] == "yes", r
+
+
+@pytest.fixture(scope="module")
+def moe_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "moe.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "moe", "--json", str(out),
+                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_moe_table_compares_sparse_and_dense_in_both_backends(moe_run):
+    stdout, results = moe_run
+    assert "== moe: k = 2 of 8 experts" in stdout and "dense / sparse" in stdout
+    section = results["sections"]["moe"]
+    assert "error" not in section, section.get("traceback")
+    (table,) = section["tables"]
+    rows = {r["backend"]: r for r in table["rows"]}
+    assert set(rows) == {"torch", "onnxruntime"}
+    for r in rows.values():
+        assert r["sparse_ms"] > 0 and r["dense_ms"] > 0 and r["speedup"] > 0  # measured, not asserted faster
+        assert r["max_abs_diff"] < 1e-4, r  # the sparse and the dense computation agree
+        assert r["flop_ratio"] == 4.0 and r["k"] == 2 and r["experts"] == 8
