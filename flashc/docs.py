@@ -203,6 +203,21 @@ def _schema_rows(table: dict[str, Schema]) -> list[str]:
     return rows
 
 
+def _examples(ops: list[type[Op]]) -> list[str]:
+    """Worked calls of the ops that declare `examples`: (call, what it is) pairs, tested to build."""
+    lines: list[str] = []
+    for cls in ops:
+        pairs = cls.__dict__.get("examples", ())  # declared by the op itself, not inherited
+        if not pairs:
+            continue
+        width = max(len(call) for call, _ in pairs if len(call) <= 72)
+        lines += ["", f"### `{cls.name}`", "", "```"]
+        lines += [f"{call.ljust(width)}  # {what}" if len(call) <= width else f"{call}\n{' ' * width}  # {what}"
+                  for call, what in pairs]
+        lines.append("```")
+    return ["", "## Examples"] + lines if lines else []
+
+
 def render() -> str:
     ops = sorted({cls for key, cls in REGISTRY.items() if cls.name == key}, key=lambda c: (c.family, c.name))
     lines = [CONSTRUCTS, "## Ops", "", f"{len(ops)} ops. Tensor inputs first (`?` optional, `...` several), then settings.", ""]
@@ -210,6 +225,7 @@ def render() -> str:
     for cls in ops:
         also = ", ".join(cls.aliases)
         lines.append(f"| `{_signature(cls)}` | {cls.family} | {also} | {_summary(cls)} |")
+    lines += _examples(ops)
     lines += ["", "## Training vocabulary", "", "### Losses", "", "| loss | meaning |", "|---|---|"]
     lines += _schema_rows(LOSSES)
     for title, table in (("Optimizers", OPTIMIZERS), ("Schedules", SCHEDULES), ("Adversarial training", ADVERSARIAL),

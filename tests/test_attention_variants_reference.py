@@ -384,3 +384,13 @@ def test_bad_settings_are_errors_at_the_call(call: str, message: str) -> None:
     text = str(info.value)
     assert message in text, text
     assert "<string>:3:" in text or ":3:" in text, text
+
+
+def test_documented_examples_build() -> None:
+    """Every call docs/language.md shows for `attention` is a valid spec line."""
+    from flashc.ops.attention import Attention
+
+    for call, _ in Attention.examples:
+        spec = flashc.loads("model Example() {\n  input x: float32[B, T, 512]\n  input memory: float32[B, S, 512]\n"
+                            f"  input pad: bool[B, T]\n  output y = {call}\n}}\n")
+        assert spec.graph.outputs[0][1].type.shape[-1] == 512, call

@@ -129,6 +129,26 @@ class Attention(Op):
     }
     tieable = ("relative_bias",)
     torch_prelude = _Preludes()
+    # (call, what it is) on x: float32[B, T, 512], memory: float32[B, S, 512], pad: bool[B, T];
+    # rendered in docs/language.md, and each one is built by a test.
+    examples = (
+        ("x |> attention(8, causal)", "GPT-2: 8 heads of 64, the future masked"),
+        ("x |> attention(8, kv_heads = 2, causal, bias = false)", "grouped-query: 2 key/value heads (1: multi-query)"),
+        ("x |> attention(8, head_dim = 128)", "q, k, v project to heads * head_dim = 1024 features"),
+        ("x |> attention(8, qkv_bias, out_bias = false)", "Qwen2: biases on q, k, v, none on the output"),
+        ("x |> attention(8, kv_heads = 2, rope = 10000.0, causal, bias = false)", "LLaMA: rotary q and k"),
+        ("x |> attention(8, rope = 10000.0, rope_dim = 16, causal)", "GPT-NeoX: rotate the first 16 of 64 features"),
+        ('x |> attention(8, rope = 10000.0, rope_dim = 16, rope_style = "interleaved", causal)',
+         "GPT-J: pairs (2i, 2i + 1) instead of (i, i + 8)"),
+        ("x |> attention(8, kv_heads = 2, rope = 10000.0, causal, window = 4096)",
+         "Mistral: each query sees the last 4096 positions"),
+        ("x |> attention(8, alibi, causal)", "ALiBi: -slope_h * (i - j) added to the scores"),
+        ("x |> attention(8, relative_buckets = 32, max_distance = 128, scale = 1.0, bias = false)",
+         "T5 encoder: bidirectional buckets, unscaled scores"),
+        ("x |> attention(8, relative_buckets = 32, scale = 1.0, bias = false, causal)", "T5 decoder: causal buckets"),
+        ("attention(x, memory, heads = 8, kv_heads = 2)", "cross-attention: keys and values from memory"),
+        ("attention(x, heads = 8, key_padding_mask = pad)", "padding (true) hidden from every query"),
+    )
     samples = (
         {"x": "float32[2, 5, 8]", "heads": 2},
         {"x": "float32[2, 5, 8]", "heads": 4, "causal": True},
