@@ -108,6 +108,53 @@ layer2 = sequential(Basic(channels = 128, stride = 2,
                     Basic(channels = 128))          # layer2.0.conv1.weight, layer2.0.downsample.0.weight
 ```
 
+## Recurrence: `scan`
+
+`scan(Step, xs, ..., init = states, axis = 1)` applies a block to each step of the sequences
+along `axis`, carrying state from step to step. The block's free parameters take one step of
+each sequence, then each state; it returns its per-step outputs (stacked along `axis`), then the
+new states (the last ones come out). Other parameters are bound beforehand and reach every step
+unchanged; the block may also read any tensor of the model. Its weights exist once and serve
+every step; its shapes are checked once, and a state must come back with the type it went in.
+The cells `lstm_cell`, `gru_cell` and `rnn_cell` hold nn.LSTMCell's / nn.GRUCell's / nn.RNNCell's
+weights. PyTorch runs a loop in a helper method; ONNX runs a `Scan` whose body is the step, and the
+sequence length stays symbolic. An attention decoder (Bahdanau, specs/bahdanau.flash):
+
+```
+block Step(y_prev, s, annotations, keys) {      # one step of y, the state s, then bound inputs
+  query = s |> linear(attn, bias = false) |> reshape(B, 1, attn)
+  alpha = (keys + query) |> tanh |> linear(1, bias = false) |> softmax(axis = 1)
+  context = (alpha * annotations) |> sum(axis = 1)
+  s = concat(y_prev, context) |> gru_cell(hid, h = s)
+  return concat(s, context) |> linear(vocab), s  # the step's output, then the new state
+}
+logits, s_last = ys |> scan(Step(annotations = enc, keys = keys), init = s0)
+h_seq, h, c = scan(LstmStep, xs, init = (h0, c0), axis = 0)   # several states: a tuple
+```
+
+## Mixture of experts: `moe`
+
+`moe(Expert, experts = n, k = 2)` routes each token to k of n copies of a block and runs each
+copy only on its own tokens, in PyTorch (index by expert) and in ONNX (TopK, NonZero, Gather,
+one ScatterND add): the work is k / n of running every expert. The router is `gate` and the
+copies `experts.0` ... as in Mixtral's checkpoints. `router = "softmax_topk"` (Mixtral: softmax
+over all experts, the top k, renormalised; `normalize = false` keeps the raw probabilities) or
+`"topk_softmax"` (the top k logits, then a softmax); `dense` runs every expert on every token
+(a reference). `moe_aux()` is the load-balancing loss (Switch, Mixtral: n * sum_e f_e P_e) of
+every moe applied before it, summed; as an output it is a term the train section can use.
+
+```
+block Expert(h) {
+  w1 = linear(ff, bias = false)
+  w3 = linear(ff, bias = false)
+  w2 = linear(d, bias = false)
+  return (silu(w1(h)) * w3(h)) |> w2
+}
+block_sparse_moe = moe(Expert, experts = 8, k = 2)   # block_sparse_moe.gate.weight, .experts.7.w2.weight
+h = h + (h |> rmsnorm |> block_sparse_moe)
+output balance = moe_aux()                            # loss cross_entropy(logits, y) + 0.02 * balance
+```
+
 ## Names
 
 Every weight and every value has a name you can predict from the spec:
@@ -159,7 +206,8 @@ train Mlp {
 }
 ```
 
-A custom loss is an expression over the built-in losses, numbers and parameters:
+A custom loss is an expression over the built-in losses, numbers, parameters and scalar
+outputs (`0.02 * balance`):
 `loss mse(recon, pixels) + 0.5 * kl_div(mu, logvar)`. L2 here is part of the loss;
 AdamW's `weight_decay` instead shrinks weights directly, outside the loss and its gradient.
 '''
