@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,10 @@ def test_check_expand_flag(capsys):
     assert main(["check", str(SPECS / "gpt2.flash"), "--set", "depth=2", "--expand"]) == 0
     assert "blocks.1.attention" in capsys.readouterr().out
 
+
+def test_a_closed_pipe_is_a_quiet_exit():
+    cmd = f"{sys.executable} -m flashc.cli check {SPECS / 'gpt2.flash'} | head -1"
+    r = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.split() == ["layer", "op", "output", "params", "source"]
+    assert r.stderr == ""
+    assert r.returncode in (0, 141)
