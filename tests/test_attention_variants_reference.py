@@ -371,7 +371,7 @@ BAD = [
     ('attention(x, heads = 4, rope = 1.0, rope_style = "gptj")', "rope_style must be one of"),
     ("attention(x, heads = 4, window = 4)", "`window` needs `causal`"),
     ("attention(x, heads = 4, max_distance = 64)", "`max_distance` needs `relative_buckets`"),
-    ("attention(x, heads = 4, relative_buckets = 3)", "too few"),
+    ("attention(x, heads = 4, relative_buckets = 3)", "too few; use at least 4"),
     ("attention(x, heads = 4, relative_buckets = 32, max_distance = 8)", "must exceed the 8"),
     ("attention(x, heads = 3)", "must divide the width 16"),
 ]
@@ -394,3 +394,28 @@ def test_documented_examples_build() -> None:
         spec = flashc.loads("model Example() {\n  input x: float32[B, T, 512]\n  input memory: float32[B, S, 512]\n"
                             f"  input pad: bool[B, T]\n  output y = {call}\n}}\n")
         assert spec.graph.outputs[0][1].type.shape[-1] == 512, call
+
+
+def test_t5_layers_share_one_bias_table() -> None:
+    """T5 computes the bias in its first layer and hands it on; a tie (`relative_bias = a0.relative_bias`) does so."""
+    mod = pytest.importorskip("transformers.models.t5.modeling_t5")
+    config = mod.T5Config(d_model=16, d_kv=4, num_heads=4, relative_attention_num_buckets=8,
+                          relative_attention_max_distance=20, dropout_rate=0.0)
+    config._attn_implementation = "eager"
+    torch.manual_seed(8)
+    first = mod.T5Attention(config, has_relative_attention_bias=True, layer_idx=0).eval()
+    second = mod.T5Attention(config, has_relative_attention_bias=False, layer_idx=1).eval()
+    spec = flashc.loads(
+        "model T5Two() {\n  input x: float32[B, T, 16]\n"
+        "  a0 = attention(4, relative_buckets = 8, max_distance = 20, scale = 1.0, bias = false)\n"
+        "  h = x |> a0\n"  # a weight can be tied once its layer has been applied
+        "  output y = h |> attention(4, relative_buckets = 8, max_distance = 20, scale = 1.0, bias = false, "
+        "relative_bias = a0.relative_bias) as a1\n}\n"
+    )
+    weights = {**hf_to_flashc(first.state_dict(), "a0."), **hf_to_flashc(second.state_dict(), "a1.")}
+    assert "a1.relative_bias" not in spec.graph.weights
+    x = np.random.default_rng(8).standard_normal((2, 9, 16)).astype(np.float32)
+    with torch.no_grad():
+        h, bias, _ = first(torch.from_numpy(x))
+        want, _, _ = second(h, position_bias=bias)
+    assert_matches(outputs(spec, weights, {"x": x}), want.numpy())

@@ -110,7 +110,7 @@ class Attention(Op):
         Input("key_padding_mask", optional=True, dtypes=("bool",)),
     )
     params = {
-        "heads": Param(int, doc="number of heads; must divide the model width", minimum=1),
+        "heads": Param(int, doc="number of heads; must divide the width unless head_dim is given", minimum=1),
         "causal": Param(bool, False, doc="each position attends only to itself and earlier ones"),
         "bias": Param(bool, True),
         "dropout": Param(float, 0.0, doc="dropout on the attention weights (training only)"),
@@ -204,7 +204,8 @@ class Attention(Op):
         kv_heads = self.setting("kv_heads") or self.heads
         return self.heads, kv_heads, self.setting("head_dim") or d // self.heads
 
-    def _check_variants(self, d: int, kv: TensorType | None) -> None:
+    def _check_variants(self, d: int) -> None:
+        """The settings fit together: groups, rotary size, window, T5 buckets."""
         heads, kv_heads, head_dim = self._heads(d)
         self.require(heads % kv_heads == 0, f"attention: kv_heads={kv_heads} must divide heads={heads}",
                      "each key/value head serves heads / kv_heads query heads")
@@ -225,8 +226,8 @@ class Attention(Op):
             self.require(max_distance == 128, "attention: `max_distance` needs `relative_buckets`")
         else:
             exact = t5_max_exact(buckets, not self.causal)
-            self.require(exact >= 1, f"attention: relative_buckets={buckets} is too few "
-                                     f"(at least {4 if not self.causal else 2}{'' if self.causal else ' bidirectional'})")
+            least = 2 if self.causal else 4  # without causal, half the buckets look each way
+            self.require(exact >= 1, f"attention: relative_buckets={buckets} is too few; use at least {least}")
             self.require(max_distance > exact, f"attention: max_distance={max_distance} must exceed the "
                                                f"{exact} exactly-bucketed distances")
 
@@ -248,7 +249,7 @@ class Attention(Op):
 
     def infer(self, x: TensorType, kv: TensorType | None = None, mask: TensorType | None = None) -> TensorType:
         d, _ = self._dims(x, kv)
-        self._check_variants(d, kv)
+        self._check_variants(d)
         keys = kv or x
         self.require(keys.shape[0] == x.shape[0], f"attention: batch of keys {keys} differs from queries {x}")
         if mask is not None:
