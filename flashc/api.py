@@ -96,20 +96,23 @@ def _weights(graph: Graph, weights: Weights) -> dict[str, Any] | None:
     return weights
 
 
-def load(path: str | Path, /, **overrides: Any) -> Spec:
+def load(path: str | Path, /, *, include: tuple[str | Path, ...] = (), **overrides: Any) -> Spec:
     """Parse, build and check a .flash file; keyword arguments override its parameters.
 
-    The first model of the file is built; :func:`load_model` picks another one.
+    The first model of the file is built; :func:`load_model` picks another one. `import`
+    reads `.flash` files inside the spec's folder tree and the ``include`` folders only.
     """
-    return load_model(path, None, overrides)
+    return load_model(path, None, overrides, include)
 
 
-def load_model(path: str | Path, name: str | None, overrides: dict[str, Any] | None = None) -> Spec:
+def load_model(path: str | Path, name: str | None, overrides: dict[str, Any] | None = None,
+               include: tuple[str | Path, ...] = ()) -> Spec:
     """Like :func:`load`, choosing the model by name (None: the first) and taking overrides as a dict."""
     text = read_source(path)
-    return Spec(build(text, str(path), overrides or {}, model=name, base=Path(path).parent), str(path))
+    return Spec(build(text, str(path), overrides or {}, model=name, base=Path(path).parent, include=tuple(include)),
+                str(path))
 
 
-def loads(text: str, /, file: str = "<string>", **overrides: Any) -> Spec:
-    """Like :func:`load`, for spec text held in memory (imports resolve from the cwd)."""
-    return Spec(build(text, file, overrides, base=Path(".")), file)
+def loads(text: str, /, file: str = "<string>", *, include: tuple[str | Path, ...] = (), **overrides: Any) -> Spec:
+    """Like :func:`load`, for spec text held in memory (imports resolve from, and stay inside, the cwd)."""
+    return Spec(build(text, file, overrides, base=Path("."), include=tuple(include)), file)

@@ -62,7 +62,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    spec = load_model(args.spec, args.model, parse_sets(args.set))
+    spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
     if args.json:
         print(json.dumps(spec.to_json(), indent=2, default=str))
     else:
@@ -83,7 +83,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out = Path(args.output)
     also = [out.with_name(f"{out.name}.data")] if args.target == "onnx" else []  # external data of large models
     check_output_file(out, [("spec", args.spec), ("weights file", args.weights)], also)
-    spec = load_model(args.spec, args.model, parse_sets(args.set))
+    spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
     if args.target == "torch":
         from flashc.weights import write_atomic
 
@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     problem = check_device(args.device)
     if problem:
         raise UsageError(f"--device {args.device}: {problem}")
-    spec = load_model(spec_path, args.model, parse_sets(sets))
+    spec = load_model(spec_path, args.model, parse_sets(sets), args.include)
     from flashc.train.data import load_data
     from flashc.weights import write_atomic
 
@@ -278,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from flashc.render.entry import write_graph
 
-    spec = load_model(args.spec, args.model, parse_sets(args.set))
+    spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
     source = Path(args.spec).read_text(encoding="utf-8", errors="replace")
     out = write_graph(spec.graph, args.output, args.depth, source)
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters)")
@@ -321,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("spec", help="the .flash file")
         c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a model parameter")
         c.add_argument("--model", help="which model of the file (default: the first)")
+        c.add_argument("--include", action="append", default=[], metavar="DIR",
+                       help="a folder `import` may read from, besides the spec's own folder tree")
 
     c = command("check", "Parse and check a spec; print each layer's output shape and parameters.")
     spec_args(c)
@@ -349,6 +351,8 @@ def parser() -> argparse.ArgumentParser:
                    "the schedule stretches to the new total")
     c.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a model parameter")
     c.add_argument("--model", help="which model of the file (default: the first)")
+    c.add_argument("--include", action="append", default=[], metavar="DIR",
+               help="a folder `import` may read from, besides the spec's own folder tree")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     c.set_defaults(func=cmd_train)
 

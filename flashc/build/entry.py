@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flashc.build.builder import Builder
+from flashc.build.identifiers import check_declarations
 from flashc.build.source import collect_blocks
 from flashc.build.train import build_train
 from flashc.diagnostics import Diagnostic, FlashError, Span, did_you_mean, error
@@ -15,11 +16,14 @@ from flashc.syntax.parser import parse
 
 
 def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None = None,
-          model: str | None = None, base: Path | None = None) -> Graph:
+          model: str | None = None, base: Path | None = None, include: tuple[str | Path, ...] = ()) -> Graph:
     """Parse, evaluate and check a spec; raise FlashError with every problem found."""
     sources = {file: source}
     try:
         module = parse(source, file)
+        problems = check_declarations(module)
+        if problems:
+            raise FlashError(problems, sources)
         if not module.models:
             raise error(Span(file, 1, 1, 1, 1), "no model in this file", "a spec starts with `model Name(...) { ... }`")
         chosen = module.models[0]
@@ -28,7 +32,7 @@ def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None =
             if model not in names:
                 raise error(Span(file, 1, 1, 1, 1), f"no model named {model}", did_you_mean(model, names))
             chosen = next(m for m in module.models if m.name == model)
-        blocks = dict(collect_blocks(module, base or Path(file).parent, sources))
+        blocks = dict(collect_blocks(module, base or Path(file).parent, sources, tuple(include)))
         builder = Builder(file, sources, dict(overrides or {}))
         scope = builder.build_model(chosen, blocks)
         params = {p.name: scope.vars.get(p.name) for p in chosen.params}
@@ -50,3 +54,6 @@ def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None =
         if not exc.sources:
             raise FlashError(exc.diagnostics, sources) from None
         raise
+    except RecursionError:  # the limits keep evaluation far from this; a last guard all the same
+        raise error(Span(file, 1, 1, 1, 1), "the spec nests too deeply to evaluate",
+                    "name intermediate results and flatten nested blocks") from None

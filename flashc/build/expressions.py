@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
+from flashc.build import limits
+from flashc.build.identifiers import number_problem
 from flashc.build.scope import BUILTINS, CONSTANTS, Scope
 from flashc.build.state import BuilderState
 from flashc.build.values import Block, Layer, Poison, Repeat, Sequential, Tensor, WeightRef, _Abort, describe
@@ -12,6 +15,11 @@ from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.dims import Sym
 from flashc.ops.base import REGISTRY
 from flashc.syntax import ast
+
+
+def chained(e: Any) -> bool:
+    """A link of a left-associative chain: a pipe, or arithmetic other than the right-associative `**`."""
+    return isinstance(e, ast.Pipe) or (isinstance(e, ast.BinOp) and e.op != "**")
 
 
 class Expressions(BuilderState):
@@ -27,6 +35,44 @@ class Expressions(BuilderState):
         return value
 
     def _eval(self, e: Any, scope: Scope) -> Any:
+        """One level deeper; chains run as loops, so only real nesting counts against the limit."""
+        if self.depth >= limits.MAX_DEPTH:
+            raise self.fail(getattr(e, "span", Span.unknown(self.file)),
+                            f"expressions and blocks nest more than {limits.MAX_DEPTH} levels deep here",
+                            "name intermediate results (`h = ...`) instead of nesting calls and blocks")
+        self.depth += 1
+        try:
+            if chained(e):
+                return self.chain(e, scope)
+            return self.eval_node(e, scope)
+        finally:
+            self.depth -= 1
+
+    def chain(self, e: ast.Pipe | ast.BinOp, scope: Scope) -> Any:
+        """`x |> f |> g |> ...` and `a + b - c ...`, evaluated along their left side in a loop:
+        a 100,000-stage pipeline is one level deep, not 100,000."""
+        links: list[ast.Pipe | ast.BinOp] = []
+        while chained(e):
+            links.append(e)
+            e = e.left
+        value = self.eval(e, scope)
+        for link in reversed(links):
+            if isinstance(link, ast.BinOp):
+                value = self.arith(link.op, value, self.eval(link.right, scope), link.span)
+            else:
+                value = self.pipe(link, value, scope)
+            if isinstance(value, Poison):
+                raise _Abort()
+        return value
+
+    def pipe(self, e: ast.Pipe, left: Any, scope: Scope) -> Any:
+        """`left |> right`: ``left`` (a tuple spreads) becomes the first argument(s) of ``right``."""
+        piped = left if isinstance(left, tuple) else (left,)
+        if isinstance(e.right, ast.Call):
+            return self.call(e.right, scope, [(v, e.left.span) for v in piped])
+        return self.apply(self.callee(e.right, scope), [(v, e.left.span) for v in piped], {}, e.right.span, scope)
+
+    def eval_node(self, e: Any, scope: Scope) -> Any:
         if isinstance(e, ast.Number):
             return e.value
         if isinstance(e, ast.String):
@@ -45,20 +91,12 @@ class Expressions(BuilderState):
             return self.logic(e, scope)
         if isinstance(e, ast.Not):
             return self.negation(e, scope)
-        if isinstance(e, ast.BinOp):
-            return self.arith(e.op, self.eval(e.left, scope), self.eval(e.right, scope), e.span)
         if isinstance(e, ast.Attr):
             return self.attribute(e, scope)
         if isinstance(e, ast.Named):
             return self.named(e, scope)
         if isinstance(e, ast.Call):
             return self.call(e, scope, None)
-        if isinstance(e, ast.Pipe):
-            left = self.eval(e.left, scope)
-            piped = left if isinstance(left, tuple) else (left,)
-            if isinstance(e.right, ast.Call):
-                return self.call(e.right, scope, [(v, e.left.span) for v in piped])
-            return self.apply(self.callee(e.right, scope), [(v, e.left.span) for v in piped], {}, e.right.span, scope)
         raise self.fail(getattr(e, "span", Span.unknown(self.file)), "unsupported expression")
 
     def lookup(self, e: ast.Name, scope: Scope) -> Any:
@@ -112,7 +150,14 @@ class Expressions(BuilderState):
             return {"+": a + b, "-": a - b, "*": a * b, "//": a // b}[op]
         if op in ("/", "//") and b == 0:
             raise self.fail(span, "division by zero")
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "//": a // b if b else 0}[op]
+        try:
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "//": a // b if b else 0}[op]
+        except OverflowError:
+            result = math.inf
+        problem = number_problem(result)
+        if problem:
+            raise self.fail(span, f"`{op}` gives a number flashc cannot hold: {problem}")
+        return result
 
     def tensor_arith(self, op: str, a: Any, b: Any, span: Span, negate: bool) -> Tensor:
         if negate:

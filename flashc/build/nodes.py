@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from flashc.build import limits
 from flashc.build.scope import Scope
 from flashc.build.state import BuilderState
 from flashc.build.values import Layer, Tensor, WeightRef, _Abort
 from flashc.diagnostics import FlashError, Span
-from flashc.ir.graph import Node, Value, Weight
+from flashc.ir.graph import Node, Value, Weight, WeightSpec
 from flashc.ops.base import Op
 
 
 class Nodes(BuilderState):
+    def charge(self, path: str, spec: WeightSpec, span: Span) -> None:
+        """Count a new weight's bytes; past the budget the build stops here, before anything is allocated."""
+        added = spec.size * limits.ITEMSIZE.get(spec.dtype, 8)
+        self.weight_bytes += added
+        if self.weight_bytes - added > self.budget[0]:
+            raise _Abort()  # reported once, at the weight that crossed the budget
+        if self.weight_bytes > self.budget[0]:
+            raise self.fail(span, f"`{path}` {list(spec.shape)} has {spec.size:,} parameters; the weights reach "
+                                  f"{limits.human_bytes(self.weight_bytes)}, above the budget of "
+                                  f"{limits.human_bytes(self.budget[0])} ({self.budget[1]})",
+                            f"check the sizes (and --set values) this layer comes from; {limits.BUDGET_ENV} "
+                            "sets the budget (bytes, or 64G)")
+
     def emit(self, cls: type[Op], attrs: dict, inputs: list[Value | None], span: Span, scope: Scope | None,
              layer: Layer | None = None, ties: dict[str, WeightRef] | None = None) -> Any:
         """Create one node: infer its type, create or reuse its weights."""
+        self.count_work(1, span)
         if scope is None:
             attrs = self.complete_attrs(cls, attrs, span)
         op = cls(attrs, span)
@@ -51,6 +66,7 @@ class Nodes(BuilderState):
                     continue
                 existing = self.weights.get(full)
                 if existing is None:
+                    self.charge(full, spec, span)
                     self.weights[full] = Weight(full, spec, span)
                 elif existing.spec != spec:
                     raise self.fail(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from flashc.build import limits
 from flashc.build.scope import Scope
 from flashc.build.state import BuilderState
 from flashc.build.values import Block, Layer, Repeat, Tensor, describe
@@ -22,6 +23,9 @@ class Repeats(BuilderState):
         (count, cspan), (block, bspan) = rest
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise self.fail(cspan, f"repeat count must be a whole number >= 1, got {describe(count)}")
+        if count > limits.MAX_WORK:
+            raise self.fail(cspan, f"repeat count {count:,} is above the limit of {limits.MAX_WORK:,} applications",
+                            "check the count and the parameter it comes from")
         if not isinstance(block, (Block, Layer)):
             raise self.fail(bspan, f"repeat needs a block or a layer, got {describe(block)}")
         shared = False

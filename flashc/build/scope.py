@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from dataclasses import dataclass, field
@@ -9,7 +10,8 @@ from typing import Any
 
 from flashc.ops.base import REGISTRY
 
-RESERVED = {"self", "torch", "nn", "F", "math"} | set(keyword.kwlist)
+# Names a generated value may not take (it is renamed `x_1`): they would shadow what the code uses.
+RESERVED = {"self", "torch", "nn", "F", "math"} | set(keyword.kwlist) | {n for n in dir(builtins) if not n.startswith("_")}
 CONSTANTS = {"true": True, "false": False}
 BUILTINS = ("repeat", "sequential", "moe", "moe_aux", "scan")
 # Attributes every torch.nn.Module already has: a layer may not be named like them.
@@ -19,7 +21,11 @@ MODULE_ATTRS = frozenset({
     "cpu", "apply", "type", "float", "double", "half", "bfloat16", "zero_grad", "register_buffer",
     "register_parameter", "register_module", "add_module", "requires_grad_", "extra_repr", "get_submodule",
     "get_parameter", "get_buffer", "share_memory", "dump_patches", "call_super_init", "input_names",
-    "output_names", "flashc_source",
+    "output_names", "flashc_source", "compile", "get_extra_state", "set_extra_state", "set_submodule", "to_empty",
+    "ipu", "mtia", "xpu", "T_destination", "register_backward_hook", "register_forward_hook",
+    "register_forward_pre_hook", "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook",
 })
 def class_names_taken() -> frozenset[str]:
     """Names the generated torch file defines or imports: a model may not take them."""

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from flashc.build import limits
 from flashc.build.values import _Abort
 from flashc.diagnostics import Diagnostic, FlashError, Span
 from flashc.ir.graph import Frame, Node, Value, Weight
@@ -36,6 +37,11 @@ class BuilderState:
     name_hint: str | None = None  # the layer path for an op applied as it is named
     frames: list[Frame] = field(default_factory=list)  # the block applications being built, outermost first
     frame_count: int = 0
+    depth: int = 0  # nesting being evaluated, in the units of flashc.build.limits
+    work: int = 0  # op and block applications so far
+    weight_bytes: int = 0  # bytes of the weights created so far
+    budget: tuple[int, str] = field(default_factory=limits.weight_budget)  # (bytes, where it comes from)
+    applying: list[tuple[object, str]] = field(default_factory=list)  # (block definition, name) being applied
 
     @contextmanager
     def framed(self, kind: str, name: str, path: str, span: Span, count: int = 1) -> Iterator[None]:
@@ -46,6 +52,35 @@ class BuilderState:
             yield
         finally:
             self.frames.pop()
+
+    @contextmanager
+    def entered(self, node: object, name: str, span: Span) -> Iterator[None]:
+        """A block's body is being evaluated. Nothing in a spec is conditional, so a block
+        already being applied that is applied again would recurse for ever: an error naming
+        the cycle. Each application also counts against the depth and work limits."""
+        for i, (other, _) in enumerate(self.applying):
+            if other is node:
+                cycle = " -> ".join([n for _, n in self.applying[i:]] + [name])
+                raise self.fail(span, f"block {name} applies itself: {cycle}",
+                                "a block cannot apply itself, directly or through other blocks; "
+                                "`repeat(n, Block)` stacks copies")
+        self.count_work(1, span)
+        self.applying.append((node, name))
+        self.depth += limits.BLOCK_COST
+        try:
+            yield
+        finally:
+            self.depth -= limits.BLOCK_COST
+            self.applying.pop()
+
+    def count_work(self, n: int, span: Span) -> None:
+        """Count op or block applications; past :data:`~flashc.build.limits.MAX_WORK` the build stops."""
+        self.work += n
+        if self.work - n > limits.MAX_WORK:
+            raise _Abort()  # reported once, where the limit was crossed
+        if self.work > limits.MAX_WORK:
+            raise self.fail(span, f"the model needs more than {limits.MAX_WORK:,} op and block applications "
+                                  f"(the limit) by here", "check the repeat counts and the sizes they come from")
 
     # --- diagnostics -----------------------------------------------------------------
     def report(self, exc: FlashError) -> None:

@@ -5,9 +5,22 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from flashc.build.identifiers import layer_name_problem, number_problem
 from flashc.build.scope import CONSTANTS, MODULE_ATTRS, Scope, class_names_taken
 from flashc.build.state import BuilderState
-from flashc.build.values import POISON, Block, Layer, Moe, Poison, Repeat, Sequential, Tensor, _Abort, describe
+from flashc.build.values import (
+    POISON,
+    Block,
+    Layer,
+    Moe,
+    Poison,
+    Repeat,
+    Sequential,
+    Tensor,
+    WeightRef,
+    _Abort,
+    describe,
+)
 from flashc.diagnostics import Diagnostic, FlashError, Span, did_you_mean
 from flashc.ir.dims import Dim, Sym
 from flashc.ir.types import DTYPES, INPUT_DTYPES, TensorType
@@ -63,6 +76,9 @@ class Statements(BuilderState):
             value = float(value) if ok else value
         else:
             ok = type(value) is type(default)
+        problem = number_problem(value)
+        if ok and problem:
+            raise self.fail(p.span, f"cannot set `{p.name}`: {problem}")
         if not ok:
             raise self.fail(p.span, f"cannot set `{p.name}` to {value!r}: it is {describe(default)}, so the new value must be of the same kind")
         return value
@@ -165,6 +181,10 @@ class Statements(BuilderState):
         return cls is not None and not any(not i.optional for i in cls.inputs)
 
     def bind(self, name: str, value: Any, scope: Scope, span: Span | None = None) -> None:
+        if hasattr(value, "path") and not isinstance(value, WeightRef):  # it becomes a module attribute
+            problem = layer_name_problem(name)
+            if problem:
+                raise self.fail(span or Span.unknown(self.file), problem, f"try `{name.strip('_')}_layer`")
         if isinstance(value, (Layer, Block, Repeat, Sequential, Moe)) and name in MODULE_ATTRS:
             raise self.fail(span or Span.unknown(self.file), f"`{name}` cannot name a layer: torch modules already use it",
                             f"try `{name}_layer`")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,7 +90,12 @@ class _ToAst:
         return ast.Name(self.s(meta), str(tok))
 
     def int(self, meta: Any, tok: Token) -> ast.Number:
-        return ast.Number(self.s(meta), _number(tok))
+        value = _number(tok)
+        if isinstance(value, float) and math.isinf(value):
+            raise error(self.s(meta), f"the number {str(tok)[:40]} is too large (the largest is about 1.8e308)")
+        if isinstance(value, int) and value >= 2**63:
+            raise error(self.s(meta), "whole numbers must be below 2**63 (9,223,372,036,854,775,808)")
+        return ast.Number(self.s(meta), value)
 
     float = int
 
@@ -236,8 +242,10 @@ def gc_paused() -> Iterator[None]:
 
 def _nesting(node: Any, kids: list[int]) -> int:
     """How deep ``node`` nests, given its children's depths: the left side of a chain is free."""
-    if isinstance(node, (ast.BinOp, ast.Pipe)) and kids:
+    if (isinstance(node, ast.Pipe) or (isinstance(node, ast.BinOp) and node.op != "**")) and kids:
         return max(kids[0], 1 + max(kids[1:], default=0))
+    if isinstance(node, ast.Arg):  # an argument is its value: `f(g(x))` nests two levels
+        return max(kids, default=0)
     return 1 + max(kids, default=0)
 
 
