@@ -79,3 +79,16 @@ def test_cell_source_and_errors() -> None:
                      "  output y = x |> gru_cell(7, h = h)\n}\n")
     with pytest.raises(FlashError, match=r"expects one float step \[B, features\]"):
         flashc.loads("model M() {\n  input x: float32[B, T, 5]\n  output y = x |> rnn_cell(7)\n}\n")
+
+
+@pytest.mark.parametrize("op", ["lstm_cell", "gru_cell", "rnn_cell"])
+def test_documented_examples_build(op: str) -> None:
+    """Each example docs/language.md shows for a cell compiles to both backends."""
+    from flashc.ops import REGISTRY
+
+    for call, _ in REGISTRY[op].examples:
+        outs = "a, b = " + call + "\n  output y = a" if op == "lstm_cell" else f"output y = {call}"
+        spec = flashc.loads("model Example {\n  input x: float32[B, 64]\n  input h: float32[B, 128]\n"
+                            f"  input c: float32[B, 128]\n  {outs}\n}}\n")
+        assert spec.outputs["y"] == "float32[B, 128]", call
+        assert spec.to_onnx() is not None and spec.to_torch() is not None, call

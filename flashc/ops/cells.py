@@ -97,6 +97,10 @@ class LstmCell(Cell):
     inputs = (Input("x"), Input("h", optional=True), Input("c", optional=True))
     gates = 4
     torch_class = "nn.LSTMCell"
+    examples = (
+        ("x |> lstm_cell(128, h = h, c = c)", "the next (h, c); unpack: `h, c = ...`"),
+        ("x |> lstm_cell(128)", "the first step: h and c start at zero"),
+    )
     samples = (
         {"x": "float32[2, 3]", "h": "float32[2, 4]", "c": "float32[2, 4]", "hidden": 4},
         {"x": "float32[3, 5]", "hidden": 6},
@@ -131,6 +135,10 @@ class GruCell(Cell):
     inputs = (Input("x"), Input("h", optional=True))
     gates = 3
     torch_class = "nn.GRUCell"
+    examples = (
+        ("x |> gru_cell(128, h = h)", "the next h; inside `scan`, the step of a GRU"),
+        ("concat(x, h) |> gru_cell(128, h = h)", "an input built at each step (an attention context)"),
+    )
     samples = (
         {"x": "float32[2, 3]", "h": "float32[2, 4]", "hidden": 4},
         {"x": "float32[3, 5]", "hidden": 6},
@@ -171,6 +179,7 @@ class RnnCell(Cell):
     params = {**Cell.params, "nonlinearity": Param(str, "tanh", choices=("tanh", "relu"))}
     gates = 1
     torch_class = "nn.RNNCell"
+    examples = (("x |> rnn_cell(128, h = h, nonlinearity = \"relu\")", "h' = relu(W_ih x + b_ih + W_hh h + b_hh)"),)
     samples = (
         {"x": "float32[2, 3]", "h": "float32[2, 4]", "hidden": 4},
         {"x": "float32[3, 5]", "hidden": 6, "nonlinearity": "relu"},
