@@ -37,9 +37,10 @@ def iter_init(graph: Graph, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
         kind, *args = spec.init
         dtype = NUMPY_DTYPES[spec.dtype]
         if kind == "uniform":  # drawn in float32 directly: no float64 copy of large tables
+            low, high = (-args[0], args[0]) if len(args) == 1 else args  # ("uniform", bound) is [-bound, bound]
             arr = rng.random(spec.shape, dtype=np.float32)
-            arr *= np.float32(2 * args[0])
-            arr -= np.float32(args[0])
+            arr *= np.float32(high - low)
+            arr += np.float32(low)
         elif kind == "normal":
             arr = rng.standard_normal(spec.shape, dtype=np.float32)
             arr *= np.float32(args[0])
@@ -47,6 +48,8 @@ def iter_init(graph: Graph, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
                 arr[args[1]] = 0
         elif kind == "ones":
             arr = np.ones(spec.shape)
+        elif kind == "constant":
+            arr = np.full(spec.shape, args[0])
         else:
             arr = np.zeros(spec.shape)
         yield path, np.array(arr, dtype=dtype, order="C", copy=arr.dtype != dtype)

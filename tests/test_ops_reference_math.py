@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import flashc
 from flashc import FlashError
+from flashc.ops import REGISTRY
 
 TOL = 1e-5
 
@@ -27,7 +28,7 @@ def run(src: str, feeds: dict[str, np.ndarray], opset: int = 23, **overrides) ->
     with torch.no_grad():
         got = module(*(torch.from_numpy(feeds[n].copy()) for n in spec.inputs))
     got = got if isinstance(got, tuple) else (got,)
-    torch_out = {n: t.numpy() for n, t in zip(names, got)}
+    torch_out = {n: t.detach().numpy() for n, t in zip(names, got)}
     sess = ort.InferenceSession(spec.to_onnx(seed=0, opset=opset).SerializeToString(), providers=["CPUExecutionProvider"])
     onnx_out = dict(zip(names, sess.run(names, {n: feeds[n] for n in spec.inputs})))
     return [torch_out, onnx_out]
@@ -331,3 +332,156 @@ def test_statistics_errors():
         "model M {\n input x: float32[B, 4]\n output y = x |> var(correction = 0, unbiased = true)\n}\n")
     assert "divides by zero or less" in errors("model M {\n input x: float32[B, 1]\n output y = x |> std\n}\n")
     assert "`cumsum` needs a float32/64 or int32/64 tensor" in errors("model M {\n input x: bool[B, 4]\n output y = x |> cumsum\n}\n")
+
+
+# --- constants, positions, sinusoidal tables, parameter init ---------------------------------
+
+
+def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper's `sinusoids` (openai/whisper, model.py), copied."""
+    log_timescale_increment = np.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2))
+    scaled_time = torch.arange(length)[:, np.newaxis] * inv_timescales[np.newaxis, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
+
+
+def transformer_table(length: int, d: int) -> torch.Tensor:
+    """The Transformer paper's table as the PyTorch tutorial builds it (sin at even columns, cos at odd)."""
+    position = torch.arange(length).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, d, 2) * (-np.log(10000.0) / d))
+    pe = torch.zeros(length, d)
+    pe[:, 0::2] = torch.sin(position * div_term)
+    pe[:, 1::2] = torch.cos(position * div_term)
+    return pe
+
+
+CONSTANTS = """
+model Constants(d = 16) {
+  input mel: float32[B, 3, L]
+  h = mel |> conv1d(d, 3, stride = 2, padding = 1) |> transpose(1, 2)
+  output ids = positions((L - 1) // 2 + 1)
+  output audio = h + sinusoidal((L - 1) // 2 + 1, d, layout = "halves")
+  output paper = sinusoidal(L, d)
+  output h0 = zeros(B, d)
+  output mask = ones(L, L, dtype = "bool") |> tril
+  output half = full(B, 2, value = 0.5)
+  output count = arange(L)
+  output odd = arange(L, start = 1, step = 2, dtype = "float32")
+}
+"""
+
+
+@pytest.mark.parametrize("opset", [23, 17])
+def test_constants_follow_symbolic_sizes(opset: int):
+    spec = flashc.loads(CONSTANTS)
+    assert spec.outputs["ids"] == "int64[(L - 1) // 2 + 1]"
+    assert spec.outputs["audio"] == "float32[B, (L - 1) // 2 + 1, 16]"
+    assert spec.outputs["h0"] == "float32[B, 16]" and spec.outputs["odd"] == "float32[L // 2]"
+    for batch, length in ((2, 11), (3, 40)):
+        mel = randn(batch, 3, length)
+        outs = run(CONSTANTS, {"mel": mel}, opset=opset)
+        frames = (length - 1) // 2 + 1
+        close(outs, "ids", torch.arange(frames))
+        close(outs, "paper", transformer_table(length, 16))
+        close(outs, "h0", torch.zeros(batch, 16))
+        close(outs, "mask", torch.ones(length, length, dtype=torch.bool).tril())
+        close(outs, "half", torch.full((batch, 2), 0.5))
+        close(outs, "count", torch.arange(length))
+        close(outs, "odd", torch.arange(1, length, 2, dtype=torch.float32))
+        conv = spec.to_torch(seed=0).conv1d
+        with torch.no_grad():
+            want = conv(torch.from_numpy(mel)).transpose(1, 2) + whisper_sinusoids(frames, 16)
+        close(outs, "audio", want)
+
+
+def test_sinusoidal_tables_equal_whisper_and_the_paper_at_length_1500():
+    src = 'model M {\n input x: float32[B, T, 384]\n output w = sinusoidal(T, 384, layout = "halves")\n output p = sinusoidal(T, 384)\n}\n'
+    outs = run(src, {"x": randn(1, 1500, 384)})
+    # float32 angles reach 1500 rad, so one ulp of a frequency moves a sine by ~1e-4: compare at 2e-4
+    for backend, out in zip(("torch", "onnx"), outs):
+        np.testing.assert_allclose(out["w"], whisper_sinusoids(1500, 384).numpy(), atol=2e-4, rtol=0, err_msg=backend)
+        np.testing.assert_allclose(out["p"], transformer_table(1500, 384).numpy(), atol=2e-4, rtol=0, err_msg=backend)
+    np.testing.assert_allclose(outs[0]["w"][:100], whisper_sinusoids(100, 384).numpy(), atol=TOL, rtol=0)
+
+
+def test_positions_of_a_symbolic_expression_feed_an_embedding():
+    src = """
+model M(d = 8) {
+  input x: float32[B, 4, L]
+  h = x |> conv1d(d, 3, stride = 2, padding = 1) |> transpose(1, 2)
+  output y = h + embedding(64, d)(positions((L - 1) // 2 + 1))
+}
+"""
+    spec = flashc.loads(src)
+    assert spec.outputs == {"y": "float32[B, (L - 1) // 2 + 1, 8]"}
+    x = randn(2, 4, 9)
+    outs = run(src, {"x": x})
+    np.testing.assert_allclose(outs[0]["y"], outs[1]["y"], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("output y = zeros(B, Q)", "undefined name `Q`"),
+        ("output y = zeros(x, 3)", "`zeros` takes no tensor"),
+        ('output y = sinusoidal(T, 7)', "needs an even dim"),
+        ('output y = full(B, 2, value = 0.5, dtype = "int64")', "needs a whole-number value"),
+        ("output y = arange(3, start = 5)", "is empty"),
+        ("output y = positions(0)", "positions needs a length >= 1"),
+        ("output y = arange(T, source_axes = 1)", "`arange` has no argument `source_axes`"),
+    ],
+)
+def test_constant_errors(body: str, message: str):
+    assert message in errors(f"model M {{\n input x: float32[B, T]\n {body}\n}}\n")
+
+
+PARAMETER_INITS = """
+model M(d = 6) {
+  input x: float32[B, 6]
+  g = parameter(d, init = "ones")
+  z = parameter(d, init = "zeros")
+  s = parameter(1, d, init = "constant", value = 1e-6)
+  u = parameter(2, d, init = "uniform", low = -0.5, high = 0.25)
+  n = parameter(200, d, init = "normal", std = 0.5)
+  output y = x * g + z + s
+  output a = u
+  output b = n
+}
+"""
+
+
+def test_parameter_inits():
+    spec = flashc.loads(PARAMETER_INITS)
+    w = spec.init_weights(seed=0)
+    assert (w["g.weight"] == 1).all() and (w["z.weight"] == 0).all()
+    assert (w["s.weight"] == np.float32(1e-6)).all()
+    assert w["u.weight"].min() >= -0.5 and w["u.weight"].max() < 0.25 and w["u.weight"].std() > 0.05
+    assert abs(float(w["n.weight"].std()) - 0.5) < 0.05
+    model = spec.to_torch(seed=0)
+    assert torch.equal(model.g.weight, torch.ones(6))
+    x = randn(2, 6)
+    close(run(PARAMETER_INITS, {"x": x}), "y", torch.from_numpy(x) + 1e-6)
+    assert "needs low < high" in errors('model M {\n input x: float32[B]\n output y = parameter(2, init = "uniform", low = 1, high = 0)\n}\n')
+    assert "must be one of" in errors('model M {\n input x: float32[B]\n output y = parameter(2, init = "twos")\n}\n')
+
+
+# --- every documented example builds ---------------------------------------------------------
+
+EXAMPLE_OPS = sorted(
+    {cls for cls in REGISTRY.values() if cls.__module__.rsplit(".", 1)[-1] in
+     ("math", "indexing", "layout", "einsum", "statistics", "constants", "embedding", "tensor")
+     and cls.__dict__.get("examples")},
+    key=lambda cls: cls.name,
+)
+
+
+@pytest.mark.parametrize("cls", EXAMPLE_OPS, ids=lambda cls: cls.name)
+def test_documented_examples_build(cls):
+    """Each example of docs/language.md compiles, in a model with the inputs the examples assume."""
+    for call, _ in cls.examples:
+        several = cls.name == "topk"
+        body = f"v, i = {call}\n  output y = v" if several else f"output y = {call}"
+        src = ("model Example {\n  input x: float32[B, T, 64]\n  input ids: int64[B, T]\n"
+               f"  input img: float32[B, 3, 32, 32]\n  input mel: float32[B, 80, L]\n  {body}\n}}\n")
+        spec = flashc.loads(src)
+        assert spec.to_onnx() is not None, call

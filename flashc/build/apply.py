@@ -51,7 +51,7 @@ class Apply(BuilderState):
             attrs = {**layer.attrs, **attrs}
             ties = {**layer.ties, **ties}
         required = [i.name for i in cls.inputs if not i.optional and not i.variadic]
-        if not tensors and (required or any(i.variadic for i in cls.inputs)):
+        if not tensors and (required or any(i.variadic and not i.optional for i in cls.inputs)):
             return Layer(cls, attrs, ties, tensors, span, path=layer.path)
         missing = [n for n in required if n not in tensors]
         if missing and not any(isinstance(a[0], Tensor) for a in args):  # `cross = attention(heads, kv = m)`

@@ -9,6 +9,10 @@ from flashc.build.values import DType, Tensor, WeightRef, describe
 from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.dims import Sym
 from flashc.ops.base import Op, Param
+from flashc.ops.sizes import names_in
+
+# Settings the builder fills in itself (where a run-time size is read); a spec cannot set them.
+SET_BY_COMPILER = frozenset({"source_axis", "source_axes"})
 
 
 class Binding(BuilderState):
@@ -17,7 +21,7 @@ class Binding(BuilderState):
         attrs: dict[str, Any] = {}
         ties: dict[str, WeightRef] = {}
         slots = [i for i in cls.inputs]
-        params = [k for k in cls.params]
+        params = [k for k in cls.params if k not in SET_BY_COMPILER]
         param_i = 0
         for value, aspan in args:
             if isinstance(value, Tensor) and slots:
@@ -39,7 +43,7 @@ class Binding(BuilderState):
             while param_i < len(params) and params[param_i] in attrs and cls.params[params[param_i]].kind != "shape":
                 param_i += 1
             if param_i >= len(params):
-                raise self.fail(aspan, f"`{cls.name}` takes at most {len(cls.params)} setting(s), got {describe(value)} as one more")
+                raise self.fail(aspan, f"`{cls.name}` takes at most {len(params)} setting(s), got {describe(value)} as one more")
             name = params[param_i]
             if cls.params[name].kind == "shape":  # collects every remaining positional argument
                 attrs.setdefault(name, []).append((value, aspan))
@@ -56,10 +60,10 @@ class Binding(BuilderState):
                 if not isinstance(value, WeightRef):
                     raise self.fail(aspan, f"`{key} =` ties a weight, e.g. `{key} = other.{key}`; got {describe(value)}")
                 ties[key] = value
-            elif key in cls.params and not tensors_only:
+            elif key in cls.params and key not in SET_BY_COMPILER and not tensors_only:
                 attrs[key] = (value, aspan)
             else:
-                known = list(cls.params) + [i.name for i in cls.inputs] + list(cls.tieable)
+                known = [k for k in cls.params if k not in SET_BY_COMPILER] + [i.name for i in cls.inputs] + list(cls.tieable)
                 raise self.fail(
                     aspan,
                     f"`{cls.name}` has no argument `{key}`",
@@ -130,7 +134,14 @@ class Binding(BuilderState):
         return out
 
     def resolve_dims(self, cls: type[Op], attrs: dict, tensors: dict, span: Span) -> tuple[dict, dict]:
-        """A `dim` parameter with a symbolic value reads it at run time from its source input."""
+        """Symbolic sizes are read at run time from the inputs that declared their names.
+
+        An op with the `sources` input (zeros, arange, positions, ...) takes any dimension
+        expression: each name it uses brings its input in as a source. Older ops take one
+        plain name as `source` / `source_axis`.
+        """
+        if "source_axes" in cls.params:
+            return self.resolve_sources(cls, attrs, tensors, span)
         for name, param in cls.params.items():
             value = attrs.get(name)
             if param.kind == "dim" and isinstance(value, Sym):
@@ -140,3 +151,21 @@ class Binding(BuilderState):
                 tensors = {**tensors, "source": Tensor(source)}
                 attrs = {**attrs, "source_axis": axis}
         return attrs, tensors
+
+    def resolve_sources(self, cls: type[Op], attrs: dict, tensors: dict, span: Span) -> tuple[dict, dict]:
+        if tensors.get("sources"):
+            raise self.fail(span, f"`{cls.name}` takes no tensor: its sizes are numbers or dimensions of the inputs")
+        names: list[str] = []
+        for name, param in cls.params.items():
+            value = attrs.get(name)
+            if param.kind in ("dim", "shape"):
+                for d in value if isinstance(value, tuple) else (value,):
+                    if isinstance(d, Sym):
+                        names += [n for n in names_in(d) if n not in names]
+        unknown = [n for n in names if n not in self.dim_sources]
+        if unknown:
+            raise self.fail(span, f"`{cls.name}` sizes must be numbers or dimensions of the model's inputs; "
+                                  f"`{unknown[0]}` is neither", "declare it in an input's shape, e.g. `input x: float32[B, T]`")
+        sources = [self.dim_sources[n] for n in names]
+        attrs = {**attrs, "source_axes": tuple((n, axis) for n, (_, axis) in zip(names, sources))}
+        return attrs, {**tensors, "sources": [Tensor(v) for v, _ in sources]}

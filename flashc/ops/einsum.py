@@ -5,6 +5,9 @@ from the output are summed over. `...` stands for the leading axes an operand
 has beyond its letters, broadcast across operands. Without `->` the output
 is the `...` axes then the letters used once, in alphabetical order, as in
 torch.einsum. Every size a letter takes must agree (symbolic dims by name).
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ class Einsum(Op):
     The equation comes first, then the tensors; letters missing from the
     output are summed over, and `...` covers leading axes (broadcast).
     """
+
+    examples = (
+        ('einsum("btd,bsd->bts", x, x)', 'all pairwise dot products, [B, T, T]'),
+        ('einsum("...d,d->...", x, x |> mean(axis = 1) |> mean(axis = 0))', '`...` covers the leading axes'),
+        ('einsum("bij->bji", x)', 'a transpose'),
+    )
 
     family = "linalg"
     inputs = (Input("xs", variadic=True),)

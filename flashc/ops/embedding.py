@@ -1,13 +1,19 @@
-"""Lookup tables: token embeddings and position indices."""
+"""Lookup tables: token embeddings and position indices.
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flashc.ir.dims import is_static
+from flashc.ir.dims import Sym, is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import INT_DTYPES, TensorType
-from flashc.ops.base import Input, Lowering, Op, Param
+from flashc.ops.base import Lowering, Op, Param
+from flashc.ops.constants import onnx_range, range_length, torch_range
+from flashc.ops.sizes import SOURCE_AXES, SOURCES, check_sources
 
 
 class Embedding(Op):
@@ -51,37 +57,34 @@ class Embedding(Op):
 
 
 class Positions(Op):
-    """0, 1, ..., length - 1 as int64: the ids fed to a position embedding.
+    """0, 1, ..., length - 1 as int64: the ids fed to a position embedding, `wpe(positions(T))`.
 
-    `positions(T)` with a symbolic `T` reads the length at run time from the
-    input that declared `T` (the builder wires that input in as `source`).
+    The length is a number or any dimension expression of the inputs, read
+    at run time: `positions(T)`, `positions((L - 1) // 2 + 1)` after a
+    stride-2 convolution.
     """
 
-    family = "embedding"
-    inputs = (Input("source", optional=True),)
-    params = {"length": Param("dim"), "source_axis": Param(int, 0)}
-    samples = ({"length": 7},)
+    examples = (
+        ('positions(T)', '0 .. T - 1 for a position embedding'),
+        ('embedding(1500, 64)(positions((L - 1) // 2 + 1))', 'after a stride-2 conv'),
+    )
 
-    def infer(self, source: TensorType | None = None) -> TensorType:
+    family = "embedding"
+    inputs = (SOURCES,)
+    params = {"length": Param("dim", doc="a number or a dimension such as T"), "source_axes": SOURCE_AXES}
+    samples = (
+        {"length": 7},
+        {"sources": ["float32[2, 5]"], "length": Sym.name("B"), "source_axes": (("B", 0),)},
+        {"sources": ["float32[2, 5]"], "length": (Sym.name("B") - 1) // 2 + 1, "source_axes": (("B", 0),)},
+    )
+
+    def infer(self, *sources: TensorType) -> TensorType:
         self.require(not is_static(self.length) or self.length >= 1, f"positions needs a length >= 1, got {self.length}")
-        self.require(
-            is_static(self.length) or source is not None,
-            f"positions({self.length}) needs a number or a dimension of an input",
-        )
-        return TensorType("int64", (self.length,))
+        check_sources(self, (self.length,), len(sources))
+        return TensorType("int64", (range_length(self, 0, self.length, 1),))
 
     def to_torch(self, c: Lowering) -> str:
-        if c.inputs[0] is None:
-            return f"torch.arange({self.length})"
-        src = c.inputs[0]
-        return f"torch.arange({src}.shape[{self.source_axis}], device={src}.device)"
+        return torch_range(self, c, 0, self.length, 1, "int64")
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        zero, one = tape.const(0, "int64"), tape.const(1, "int64")
-        if c.inputs[0] is None:
-            end = tape.const(int(self.length), "int64")
-        else:
-            axis = self.source_axis
-            shape = tape.op("Shape", [c.inputs[0]], {"start": axis, "end": axis + 1})
-            end = tape.op("Squeeze", [shape, tape.const([0], "int64")])
-        return tape.op("Range", [zero, end, one])
+        return onnx_range(self, tape, c, 0, self.length, 1, "int64")

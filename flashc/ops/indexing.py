@@ -5,6 +5,9 @@ negative index counts from the end of its axis in `gather` and
 `take_along_axis`, as both backends do. `topk`, `argmax` and `argmin`
 produce int64 indices that feed straight back into `gather` or
 `take_along_axis` (the routing of a mixture of experts).
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -26,13 +29,18 @@ def _numeric(op: Op, x: TensorType) -> None:
 
 
 class Gather(Op):
-    """Rows of `x` along `axis` picked by integer ids: `x |> gather(ids, axis = 1)` (numpy's take).
+    """Slices of `x` along `axis` picked by integer ids: `table |> gather(ids)` (numpy's take).
 
     The index may have any shape: the output is x's shape with `axis`
     replaced by the index's shape (`x[:, ids]`), so a 1-d index is torch's
     `index_select`. (torch.gather, which picks one element per position, is
     `take_along_axis` here.)
     """
+
+    examples = (
+        ('parameter(10, 64) |> gather(ids)', 'a lookup table: rows picked by ids, [B, T, 64]'),
+        ('x |> index_select(arange(T, step = 2), axis = 1)', 'every other position, as torch.index_select'),
+    )
 
     family = "indexing"
     aliases = ("index_select",)
@@ -63,6 +71,10 @@ class TakeAlongAxis(Op):
     The index has x's rank; the output has the index's shape. On the other
     axes the index may be shorter than x, never longer.
     """
+
+    examples = (
+        ('x |> take_along_axis(x |> argmax(keepdim), axis = -1)', "each row's maximum, [B, T, 1]"),
+    )
 
     family = "indexing"
     inputs = (Input("x"), Input("index", dtypes=INDEX))
@@ -104,6 +116,10 @@ class Topk(Op):
     Both outputs are sorted, largest first (smallest first with `largest =
     false`), as torch.topk returns them.
     """
+
+    examples = (
+        ('x |> softmax |> topk(2)', 'router weights and expert ids of a top-2 mixture of experts'),
+    )
 
     family = "indexing"
     params = {
@@ -159,12 +175,21 @@ class ArgExtreme(Op):
 class Argmax(ArgExtreme):
     """The int64 index of the largest value along `axis` (the first on ties): `pred = logits |> argmax`."""
 
+    examples = (
+        ('x |> argmax', 'predicted class ids, int64[B, T]'),
+        ('x |> argmax(axis = 1, keepdim)', 'int64[B, 1, 64]'),
+    )
+
     torch_fn = "argmax"
     onnx_op = "ArgMax"
 
 
 class Argmin(ArgExtreme):
     """The int64 index of the smallest value along `axis` (the first on ties): `nearest = dist |> argmin`."""
+
+    examples = (
+        ('x |> argmin', 'index of the smallest value, int64[B, T]'),
+    )
 
     torch_fn = "argmin"
     onnx_op = "ArgMin"
@@ -176,6 +201,11 @@ class OneHot(Op):
     The result is int64 as F.one_hot gives it, or float32 with `dtype =
     "float32"` (soft targets, masks to multiply with).
     """
+
+    examples = (
+        ('ids |> one_hot(10)', 'int64[B, T, 10]'),
+        ('ids |> one_hot(10, dtype = "float32")', 'float targets'),
+    )
 
     family = "indexing"
     inputs = (Input("x", dtypes=INDEX),)

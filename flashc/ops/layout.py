@@ -4,6 +4,9 @@
 from the LAST axis, so `pad((1, 1, 2, 0))` pads the last axis by 1 on each
 side and the one before it by 2 at the start. ONNX orders pads the other way
 (all begins, then all ends, from the first axis); the lowering converts.
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ class Pad(Op):
     (wraps around). As in torch, the last three pad the last 1 to 3 axes of a
     tensor with one or two more axes than that (a batch, channels).
     """
+
+    examples = (
+        ('x |> pad((1, 1))', 'last axis: one zero each side, [B, T, 66]'),
+        ('img |> pad((1, 1, 2, 2), mode = "reflect")', 'W by 1, H by 2, mirrored'),
+        ('mel |> pad((2, 0), mode = "replicate")', "repeat the first frame twice (a causal conv's left context)"),
+        ('img |> pad((1, 1, 1, 1), mode = "circular")', "wrap around (opset 19's wrap; slices before)"),
+        ('x |> pad((0, 0, 0, 3), value = -1)', '3 rows of -1 after the last position'),
+    )
 
     family = "shape"
     params = {
@@ -130,6 +141,11 @@ class Roll(Op):
     shift moves elements towards higher indices.
     """
 
+    examples = (
+        ('x |> roll(1, axis = 1)', 'shift positions right by one, wrapping'),
+        ('img |> roll((4, -4), axis = (2, 3))', "Swin's shifted windows"),
+    )
+
     family = "shape"
     params = {"shifts": Param("ints", doc="shift per axis"), "axis": Param("ints", -1, doc="axis or axes to roll")}
     samples = (
@@ -169,6 +185,10 @@ class Roll(Op):
 
 class Flip(Op):
     """Reverse the order of elements along the given axes: `x |> flip(-1)`."""
+
+    examples = (
+        ('x |> flip(1)', "reverse the sequence (a backward RNN's input)"),
+    )
 
     family = "shape"
     params = {"axis": Param("ints", -1, doc="axis or axes to reverse")}
@@ -219,9 +239,17 @@ class Triangle(Op):
 class Tril(Triangle):
     """The lower triangle (j <= i + diagonal) of the last two axes: `scores |> tril`, a causal mask from ones."""
 
+    examples = (
+        ('ones(T, T, dtype = "bool") |> tril', 'a causal mask: true where a query may look'),
+    )
+
 
 class Triu(Triangle):
     """The upper triangle (j >= i + diagonal) of the last two axes: `mask |> triu(1)`."""
+
+    examples = (
+        ('ones(T, T, dtype = "bool") |> triu(1)', 'true above the diagonal: the future'),
+    )
 
     upper = True
 
@@ -232,6 +260,10 @@ class RepeatInterleave(Op):
     [a, b] becomes [a, a, b, b] (torch.repeat_interleave), as grouped-query
     attention repeats each key/value head for its group of query heads.
     """
+
+    examples = (
+        ('x |> reshape(B, T, 2, 32) |> repeat_interleave(4, axis = 2)', '2 key/value heads shared by 8 query heads'),
+    )
 
     family = "shape"
     params = {"repeats": Param(int, doc="copies of each element", minimum=1), "axis": Param(int, 0)}

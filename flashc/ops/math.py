@@ -5,6 +5,9 @@ These are the building blocks papers write formulas with: `exp(logit_scale)`
 tables, `relu6` (MobileNetV2). All of them keep their input's shape; they take
 float tensors only (an int tensor is cast first), except `abs` and `clamp`,
 which also take int32/int64 as torch and ONNX both do.
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -52,12 +55,21 @@ class Unary(Op):
 class Exp(Unary):
     """e^x, e.g. CLIP's learned temperature `exp(logit_scale)`."""
 
+    examples = (
+        ('x |> exp', 'e^x'),
+        ('exp(parameter(1, init = "constant", value = 2.6593))', "CLIP's temperature, learned in log space"),
+    )
+
     torch_fn = "torch.exp"
     onnx_op = "Exp"
 
 
 class Log(Unary):
     """The natural logarithm (NaN below 0, -inf at 0, as in torch): `x |> log`."""
+
+    examples = (
+        ('x |> abs |> log', 'natural log; NaN below 0 as in torch'),
+    )
 
     samples = POSITIVE
     torch_fn = "torch.log"
@@ -67,6 +79,10 @@ class Log(Unary):
 class Sqrt(Unary):
     """The square root: `x |> sqrt`."""
 
+    examples = (
+        ('x |> pow(2) |> mean(keepdim) |> sqrt', 'root mean square per row'),
+    )
+
     samples = POSITIVE
     torch_fn = "torch.sqrt"
     onnx_op = "Sqrt"
@@ -74,6 +90,10 @@ class Sqrt(Unary):
 
 class Rsqrt(Unary):
     """1 / sqrt(x), the scale of RMS normalization: `x |> pow(2) |> mean(keepdim) |> rsqrt`."""
+
+    examples = (
+        ('x * (x |> pow(2) |> mean(keepdim) |> rsqrt)', 'RMS normalization without the scale'),
+    )
 
     samples = POSITIVE
     torch_fn = "torch.rsqrt"
@@ -85,6 +105,11 @@ class Rsqrt(Unary):
 class Abs(Unary):
     """|x|, on float or integer tensors: `x |> abs`."""
 
+    examples = (
+        ('x |> abs', '|x|'),
+        ('ids |> abs', 'integers stay int64'),
+    )
+
     int_ok = True
     samples = (*ANY_SIGN, {"x": "int64[2, 5]", "high": 9})
     torch_fn = "torch.abs"
@@ -94,12 +119,20 @@ class Abs(Unary):
 class Sin(Unary):
     """The sine of x in radians (sinusoidal tables, RoPE): `angles |> sin`."""
 
+    examples = (
+        ('arange(T, dtype = "float32") |> sin', 'sines of positions (`sinusoidal` makes whole tables)'),
+    )
+
     torch_fn = "torch.sin"
     onnx_op = "Sin"
 
 
 class Cos(Unary):
     """The cosine of x in radians: `angles |> cos`."""
+
+    examples = (
+        ('x |> cos', 'cosine, radians'),
+    )
 
     torch_fn = "torch.cos"
     onnx_op = "Cos"
@@ -108,12 +141,20 @@ class Cos(Unary):
 class Erf(Unary):
     """The Gauss error function (exact GELU is x * (1 + erf(x / sqrt 2)) / 2): `x |> erf`."""
 
+    examples = (
+        ('x * 0.5 * (1 + (x * 0.7071067811865476 |> erf))', 'exact GELU written out'),
+    )
+
     torch_fn = "torch.erf"
     onnx_op = "Erf"
 
 
 class Reciprocal(Unary):
     """1 / x: `x |> reciprocal`."""
+
+    examples = (
+        ('x |> abs |> clamp(min = 1e-6) |> reciprocal', '1 / |x|, kept finite'),
+    )
 
     samples = POSITIVE
     torch_fn = "torch.reciprocal"
@@ -128,6 +169,12 @@ class Pow(Op):
     operator lowers to this op. A negative base with a fractional exponent is
     NaN, as in torch.
     """
+
+    examples = (
+        ('x |> pow(2)', 'square (the `**` operator lowers here: `x ** 2`)'),
+        ('pow(x, base = 2)', '2^x'),
+        ('x |> abs |> pow(x)', 'a tensor exponent, broadcast'),
+    )
 
     family = "math"
     inputs = (Input("x"), Input("power", optional=True))
@@ -216,6 +263,12 @@ class Clamp(Bounded):
     Takes float or int32/int64 tensors (int ones need whole-number bounds).
     """
 
+    examples = (
+        ('x |> clamp(-1, 1)', 'both bounds'),
+        ('x |> clamp(min = 1e-6)', 'one bound'),
+        ('ids |> clamp(0, 9)', 'int64 stays int64'),
+    )
+
     params = {"min": Param(float, None, doc="lower bound (none: open)"), "max": Param(float, None, doc="upper bound (none: open)")}
     samples = (
         {"x": "float32[2, 3, 4]", "min": -0.5, "max": 0.5},
@@ -247,6 +300,10 @@ class FloatBounded(Bounded):
 class Relu6(FloatBounded):
     """min(max(0, x), 6), MobileNetV2's activation: `x |> relu6`."""
 
+    examples = (
+        ('img |> conv2d(32, 3) |> batchnorm |> relu6', "MobileNetV2's conv-BN-ReLU6"),
+    )
+
     samples = ({"x": "float32[2, 3, 8]", "scale": 4.0}, {"x": "float32[5, 16]"})  # scale: some inputs above 6
 
     def bounds(self) -> tuple[float | None, float | None]:
@@ -258,6 +315,11 @@ class Relu6(FloatBounded):
 
 class Hardtanh(FloatBounded):
     """x clipped into [min_val, max_val] (default [-1, 1]): `x |> hardtanh(-2, 2)`."""
+
+    examples = (
+        ('x |> hardtanh', 'clip into [-1, 1]'),
+        ('x |> hardtanh(0, 6)', 'relu6 by another name'),
+    )
 
     params = {"min_val": Param(float, -1.0), "max_val": Param(float, 1.0)}
     samples = ({"x": "float32[2, 3, 8]", "scale": 2.0}, {"x": "float32[5, 16]", "min_val": -0.5, "max_val": 2.0, "scale": 3.0})

@@ -4,6 +4,9 @@ Each is written out in ONNX from primitive reductions (the way torch computes
 it, not a shortcut that differs at the edges): logsumexp subtracts the max
 before exponentiating, var divides by N - correction with N read from the
 shape at run time, normalize divides by max(||x||_p, eps) as F.normalize.
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def _kept(x: TensorType, axis: int, keepdim: bool) -> TensorType:
 class Cumsum(Op):
     """Running sums along `axis`, as torch.cumsum: `x |> cumsum(axis = 1)` (int32 stays int32)."""
 
+    examples = (
+        ('ids |> cumsum', 'running totals along positions'),
+        ('x |> cumsum(axis = 1)', 'prefix sums over time'),
+    )
+
     family = "reduce"
     params = {"axis": Param(int, -1)}
     samples = ({"x": "float32[2, 5, 3]", "axis": 1}, {"x": "float32[3, 6]"}, {"x": "int32[2, 7]", "high": 50},
@@ -54,6 +62,10 @@ class Cumsum(Op):
 
 class Logsumexp(Op):
     """log(sum(exp(x))) along `axis`, computed stably: `scores |> logsumexp(axis = -1)`."""
+
+    examples = (
+        ('x |> logsumexp', 'log of the softmax denominator, [B, T]'),
+    )
 
     family = "reduce"
     params = {"axis": Param(int, -1), "keepdim": Param(bool, False)}
@@ -80,6 +92,11 @@ class Var(Op):
 
     `unbiased = false` is the older spelling of `correction = 0`.
     """
+
+    examples = (
+        ('x |> var', 'unbiased (correction 1), as torch.var'),
+        ('x |> var(axis = 1, correction = 0, keepdim)', 'population variance over time'),
+    )
 
     family = "reduce"
     params = {
@@ -133,6 +150,10 @@ class Var(Op):
 class Std(Var):
     """The standard deviation along `axis` with torch's `correction`: `x |> std(axis = 1, correction = 0)`."""
 
+    examples = (
+        ('x |> std(unbiased = false)', 'population standard deviation'),
+    )
+
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         return tape.op("Sqrt", [self.variance(tape, c)])
 
@@ -147,6 +168,11 @@ class Normalize(Op):
 
     The axis is the last one by default (F.normalize's default is dim 1).
     """
+
+    examples = (
+        ('x |> normalize', "unit L2 rows, as CLIP's embeddings"),
+        ('x |> normalize(p = 1, axis = 1)', 'L1 over time'),
+    )
 
     family = "reduce"
     params = {

@@ -3,6 +3,9 @@
 `cls = parameter(1, 1, d)` is a learned tensor with no input (a class token,
 a position table); `a, b = x |> split(3, 5, axis = 1)` and `q, k, v = x |>
 chunk(3)` have several outputs; `x |> slice(1, -1, axis = 1)` keeps a range.
+
+Each op's `examples` are calls on x: float32[B, T, 64], ids: int64[B, T], img: float32[B, 3, 32, 32]
+and mel: float32[B, 80, L]; docs/language.md shows them and tests/test_ops_reference_math.py builds them.
 """
 
 from __future__ import annotations
@@ -32,21 +35,39 @@ TO_END = 2**31 - 1
 
 
 class Parameter(Op):
-    """A learned float32 tensor of a fixed shape, e.g. `parameter(1, 1, d)`.
+    """A learned float32 tensor of a fixed shape: `cls = parameter(1, 1, d)`, `gamma = parameter(d, init = "ones")`.
 
-    `init = "normal"` draws N(0, std) (std 0.02 by default, as for BERT's and
-    ViT's class tokens and position tables); `init = "zeros"` starts at zero.
+    Its starting values: `init = "normal"` draws N(0, std) (std 0.02 by
+    default, as for BERT's and ViT's class tokens and position tables),
+    `"zeros"` and `"ones"` fill, `"constant"` fills with `value` (a layer
+    scale of 1e-6), `"uniform"` draws from [low, high) as nn.init.uniform_.
     """
+
+    examples = (
+        ('parameter(1, 1, 64)', 'a class token, N(0, 0.02)'),
+        ('parameter(64, init = "ones")', 'a learned scale'),
+        ('parameter(64, init = "constant", value = 1e-6)', 'a layer scale (CaiT)'),
+        ('parameter(64, init = "uniform", low = -0.1, high = 0.1)', 'uniform in [-0.1, 0.1)'),
+    )
 
     family = "tensor"
     inputs = ()
     params = {
         "shape": Param("shape", doc="the dims, e.g. parameter(1, 1, d)"),
-        "init": Param(str, "normal", choices=("normal", "zeros")),
-        "std": Param(float, 0.02, doc="standard deviation of the normal init"),
+        "init": Param(str, "normal", choices=("normal", "zeros", "ones", "constant", "uniform")),
+        "std": Param(float, 0.02, doc="standard deviation of the normal init", minimum=0.0),
+        "value": Param(float, 0.0, doc="the value of the constant init"),
+        "low": Param(float, 0.0, doc="lower end of the uniform init"),
+        "high": Param(float, 1.0, doc="upper end of the uniform init"),
     }
     torch_prelude = (TORCH_PARAMETER,)
-    samples = ({"shape": (1, 1, 8)}, {"shape": (5, 4), "init": "zeros"})
+    samples = (
+        {"shape": (1, 1, 8)},
+        {"shape": (5, 4), "init": "zeros"},
+        {"shape": (3,), "init": "ones"},
+        {"shape": (2, 3), "init": "constant", "value": 0.25},
+        {"shape": (4, 2), "init": "uniform", "low": -2.0, "high": -1.0},
+    )
 
     def _shape(self) -> tuple[int, ...]:
         self.require(
@@ -57,7 +78,10 @@ class Parameter(Op):
         return tuple(int(d) for d in self.shape)
 
     def weights(self) -> dict[str, WeightSpec]:
-        init = ("normal", self.std) if self.init == "normal" else ("zeros",)
+        self.require(self.init != "uniform" or self.low < self.high,
+                     f"parameter's uniform init needs low < high, got low = {self.low}, high = {self.high}")
+        init = {"normal": ("normal", self.std), "constant": ("constant", self.value),
+                "uniform": ("uniform", self.low, self.high)}.get(self.init, (self.init,))
         return {"weight": WeightSpec(self._shape(), init)}
 
     def infer(self) -> TensorType:
