@@ -204,3 +204,54 @@ def test_moe_errors(change: str, message: str) -> None:
 def test_moe_aux_needs_a_moe() -> None:
     with pytest.raises(FlashError, match=r"moe_aux\(\) needs a moe applied before it"):
         flashc.loads("model M() {\n  input x: float32[B, 4]\n  output y = x |> relu\n  output a = moe_aux()\n}\n")
+
+
+LAYERS = """
+model MiniMixtral(d = 16, ff = 24, depth = 2) {
+  input x: float32[B, T, d]
+
+  block Expert(h) {
+    w1 = linear(ff, bias = false)
+    w3 = linear(ff, bias = false)
+    w2 = linear(d, bias = false)
+    return (silu(w1(h)) * w3(h)) |> w2
+  }
+
+  block Layer(h) {
+    h = h + (h |> rmsnorm |> moe(Expert, experts = 4, k = 2) as block_sparse_moe)
+    return h
+  }
+
+  output y = x |> repeat(depth, Layer) as layers
+  output balance = moe_aux()
+}
+"""
+
+
+def test_moe_in_every_layer_has_mixtral_names_and_sums_the_balance_loss() -> None:
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    spec = flashc.loads(LAYERS)
+    keys = set(spec.graph.weights)
+    for layer in (0, 1):
+        assert f"layers.{layer}.block_sparse_moe.gate.weight" in keys
+        assert {f"layers.{layer}.block_sparse_moe.experts.{e}.{w}.weight" for e in range(4) for w in ("w1", "w2", "w3")} <= keys
+    module = spec.to_torch(seed=1).eval()
+    x = torch.randn(2, 5, D, generator=torch.Generator().manual_seed(0))
+    logits = []
+    for layer in module.layers:
+        layer.block_sparse_moe.gate.register_forward_hook(lambda m, a, out: logits.append(out.reshape(-1, 4)))
+    with torch.no_grad():
+        _, balance = module(x)
+    want = sum(load_balancing_loss_func((g,), 4, 2) for g in logits)  # Switch: one term per layer, summed
+    assert len(logits) == 2 and abs(float(balance) - float(want)) < 1e-5
+    weights = {k: v.numpy() for k, v in module.state_dict().items()}
+    _, (_, balance_onnx) = run_both(spec, weights, x.numpy())
+    assert abs(float(balance_onnx) - float(want)) < 1e-5
+
+
+def test_a_named_moe_shares_its_weights() -> None:
+    text = SPEC.replace("output y = x |> block_sparse_moe", "output y = x |> block_sparse_moe |> block_sparse_moe")
+    spec = flashc.loads(text)
+    assert len([k for k in spec.graph.weights if k.endswith("gate.weight")]) == 1
+    assert spec.parameter_count == flashc.loads(SPEC).parameter_count

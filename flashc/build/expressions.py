@@ -10,7 +10,7 @@ from flashc.build import limits
 from flashc.build.identifiers import number_problem
 from flashc.build.scope import BUILTINS, CONSTANTS, Scope
 from flashc.build.state import BuilderState
-from flashc.build.values import Block, Layer, Poison, Repeat, Sequential, Tensor, WeightRef, _Abort, describe
+from flashc.build.values import Block, Layer, Moe, Poison, Repeat, Sequential, Tensor, WeightRef, _Abort, describe
 from flashc.diagnostics import Span, did_you_mean
 from flashc.ir.dims import Sym
 from flashc.ops.base import REGISTRY
@@ -112,7 +112,7 @@ class Expressions(BuilderState):
     def named(self, e: ast.Named, scope: Scope) -> Any:
         """`linear(d) as q_proj` binds the layer to `q_proj` here, so its weights are `q_proj.*`."""
         value = self.eval(e.value, scope)
-        if not isinstance(value, (Layer, Block, Repeat, Sequential)):
+        if not isinstance(value, (Layer, Block, Repeat, Sequential, Moe)):
             raise self.fail(e.span, f"`as` names a layer or a block, got {describe(value)}",
                             f"to name a tensor, assign it: `{e.name} = ...`")
         if value.path is not None:

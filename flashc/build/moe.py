@@ -27,10 +27,6 @@ SETTINGS = ("experts", "k", "router", "normalize", "dense")
 
 
 class Moes(BuilderState):
-    def moe_routes(self) -> list[tuple[Value, Value]]:
-        """(router logits, chosen experts) of every moe applied so far, for `moe_aux()`."""
-        return self.__dict__.setdefault("_moe_routes", [])
-
     def make_moe(self, args: list, kwargs: dict, span: Span, scope: Scope) -> Any:
         tensors = [a for a in args if isinstance(a[0], Tensor)]
         rest = [a for a in args if not isinstance(a[0], Tensor)]
@@ -75,7 +71,7 @@ class Moes(BuilderState):
                      path=self.claim_path(f"{path}.gate", owner))
         logits = self.apply_layer(gate, [(x, span)], {}, span, scope)
         weights, index = self.emit(MoeRoute, moe.route, [logits.value], span, scope=None)
-        self.moe_routes().append((logits.value, index.value))
+        self.moe_routes.append((logits.value, index.value))  # for moe_aux()
         first = next(p.name for p in moe.block.node.params if p.name not in moe.block.bound)
         parts: list[Value] = []
         for e in range(moe.experts):
@@ -92,7 +88,7 @@ class Moes(BuilderState):
         """The load-balancing losses of every moe so far, summed (one scalar)."""
         if args or kwargs:
             raise self.fail(span, "moe_aux() takes no arguments: it sums the balance losses of the moes before it")
-        routes = self.moe_routes()
+        routes = self.moe_routes
         if not routes:
             raise self.fail(span, "moe_aux() needs a moe applied before it", "apply `moe(Expert, experts = n)` first")
         total = None

@@ -35,6 +35,7 @@ class BuilderState:
     inputs: list[Value] = field(default_factory=list)
     outputs: list[tuple[str, Value]] = field(default_factory=list)
     name_hint: str | None = None  # the layer path for an op applied as it is named
+    moe_routes: list[tuple[Value, Value]] = field(default_factory=list)  # (router logits, experts chosen) per moe
     frames: list[Frame] = field(default_factory=list)  # the block applications being built, outermost first
     frame_count: int = 0
     depth: int = 0  # nesting being evaluated, in the units of flashc.build.limits
