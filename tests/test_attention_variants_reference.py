@@ -18,6 +18,7 @@ Opset 23 runs onnx `Attention` and `RotaryEmbedding`; 17 and 18 run their decomp
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +34,8 @@ ATOL = 1e-5
 OPSETS = (23, 18, 17)
 
 
-def outputs(spec, weights: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The spec's output `y` from the generated torch module and from onnxruntime at every opset."""
+def outputs(spec, weights: dict[str, np.ndarray], feeds: dict[str, np.ndarray], output: str = "y") -> dict[str, np.ndarray]:
+    """The spec's output from the generated torch module and from onnxruntime at every opset."""
     assert set(weights) == set(spec.graph.weights), sorted(set(weights) ^ set(spec.graph.weights))
     module = spec.to_torch(weights=weights).eval()
     with torch.no_grad():
@@ -42,7 +43,7 @@ def outputs(spec, weights: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) 
     for opset in OPSETS:
         model = spec.to_onnx(weights=weights, opset=opset)
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        (got[f"onnx opset {opset}"],) = session.run(["y"], feeds)
+        (got[f"onnx opset {opset}"],) = session.run([output], feeds)
     return got
 
 
@@ -419,3 +420,27 @@ def test_t5_layers_share_one_bias_table() -> None:
         h, bias, _ = first(torch.from_numpy(x))
         want, _, _ = second(h, position_bias=bias)
     assert_matches(outputs(spec, weights, {"x": x}), want.numpy())
+
+
+def test_tinyllama_spec_matches_llama_for_causal_lm() -> None:
+    """specs/tinyllama.flash, cut to two small layers, equals LlamaForCausalLM (HF builds the causal mask and rotary tables)."""
+    mod = pytest.importorskip("transformers.models.llama.modeling_llama")
+    sizes = dict(vocab=50, d=64, heads=4, kv_heads=2, ff=96, depth=2)
+    config = mod.LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                             max_position_embeddings=64, tie_word_embeddings=False,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    config._attn_implementation = "eager"
+    torch.manual_seed(9)
+    model = mod.LlamaForCausalLM(config).eval()
+    randomize_norms(model)
+    weights = {k.removeprefix("model."): v for k, v in hf_to_flashc(model.state_dict()).items()}
+    spec = flashc.load(Path(__file__).resolve().parent.parent / "specs" / "tinyllama.flash", **sizes)
+    assert spec.parameter_count == sum(p.numel() for p in model.parameters())
+    rng = np.random.default_rng(9)
+    for batch, length in ((2, 6), (1, 13)):
+        tokens = rng.integers(0, 50, (batch, length)).astype(np.int64)
+        with torch.no_grad():
+            want = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
+        got = outputs(spec, weights, {"tokens": tokens}, output="logits")
+        assert_matches(got, want, where=f"batch {batch}, length {length}")
