@@ -100,7 +100,7 @@ def tied_names(graph: Graph) -> dict[str, list[str]]:
     hold the tensor under either name (`safetensors.torch.save_model` keeps only one of them).
     """
     names: dict[str, list[str]] = {}
-    for node in graph.nodes:
+    for node in graph.walk():  # a scan step's layers too
         for local, target in node.weights:
             alias = f"{node.layer}.{local}"
             if node.layer is not None and target != alias and alias not in names.setdefault(target, []):

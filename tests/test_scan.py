@@ -168,3 +168,45 @@ def test_wrong_state_shape_is_a_clean_error() -> None:
 def test_scan_errors(change: str, message: str) -> None:
     with pytest.raises(FlashError, match=message):
         flashc.loads(GRU_SCAN.replace("xs |> scan(Step, init = h0)", change))
+
+
+TIED = """
+model TiedDecoder(vocab = 12, d = 8) {
+  input prev: int64[B, T]
+  input h0: float32[B, d]
+
+  emb = embedding(vocab, d)
+
+  block Step(y, h) {
+    h = y |> gru_cell(d, h = h)
+    return h |> linear(vocab, bias = false, weight = emb.weight), h   # the output layer tied to the embedding
+  }
+
+  logits, h_last = prev |> emb |> scan(Step, init = h0)
+  output logits
+}
+
+train TiedDecoder {
+  target next: int64[B, T]
+  loss cross_entropy(logits, next)
+  optimizer adam(lr = 1e-2)
+  batch 8
+  epochs 2
+}
+"""
+
+
+def test_a_step_can_tie_a_weight_and_train(tmp_path) -> None:
+    spec = flashc.loads(TIED)
+    assert "step.linear.weight" not in spec.graph.weights  # one tensor, under the embedding's name
+    module = spec.to_torch(seed=0)
+    assert module.step.linear.weight is module.emb.weight
+    weights = {k: v.numpy() for k, v in module.state_dict().items() if k != "step.linear.weight"}
+    rng = np.random.default_rng(5)
+    feeds = {"prev": rng.integers(0, 12, (2, 6)), "h0": rng.standard_normal((2, 8)).astype(np.float32)}
+    got, got_onnx = run_both(spec, weights, feeds)
+    np.testing.assert_allclose(got_onnx[0], got[0], rtol=0, atol=1e-5)
+    data = {"prev": rng.integers(0, 12, (32, 6)), "h0": np.zeros((32, 8), np.float32),
+            "next": rng.integers(0, 12, (32, 6))}
+    result = spec.fit(data, out=tmp_path / "run", quiet=True)
+    assert not result.failed and all(np.isfinite(h["train_loss"]) for h in result.history)

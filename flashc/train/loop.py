@@ -320,7 +320,7 @@ def _with_aliases(graph: Graph, weights: dict[str, torch.Tensor], origin: str = 
     """The module's state dict from checkpoint weights: a tied weight is read under any of its
     names, then stored under every state-dict key that aliases it (one tensor in the module)."""
     state = select_weights(graph, weights, origin)
-    for node in graph.nodes:
+    for node in graph.walk():  # a scan step's layers too
         for local, target in node.weights:
             if node.layer is not None and target != f"{node.layer}.{local}":
                 state[f"{node.layer}.{local}"] = state[target]
