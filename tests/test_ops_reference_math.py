@@ -138,7 +138,7 @@ model Indexing {
   output best = x |> argmax
   output worst = x |> argmin(axis = 1, keepdim)
   output hot = y |> one_hot(8)
-  output soft = y |> one_hot(8, dtype = "float32")
+  output soft = y |> one_hot(8, dtype = float32)
 }
 """
 
@@ -363,10 +363,10 @@ model Constants(d = 16) {
   output audio = h + sinusoidal((L - 1) // 2 + 1, d, layout = "halves")
   output paper = sinusoidal(L, d)
   output h0 = zeros(B, d)
-  output mask = ones(L, L, dtype = "bool") |> tril
+  output mask = ones(L, L, dtype = bool) |> tril
   output half = full(B, 2, value = 0.5)
   output count = arange(L)
-  output odd = arange(L, start = 1, step = 2, dtype = "float32")
+  output odd = arange(L, start = 1, step = 2, dtype = float32)
 }
 """
 
@@ -425,7 +425,7 @@ model M(d = 8) {
         ("output y = zeros(B, Q)", "undefined name `Q`"),
         ("output y = zeros(x, 3)", "`zeros` takes no tensor"),
         ('output y = sinusoidal(T, 7)', "needs an even dim"),
-        ('output y = full(B, 2, value = 0.5, dtype = "int64")', "needs a whole-number value"),
+        ('output y = full(B, 2, value = 0.5, dtype = int64)', "needs a whole-number value"),
         ("output y = arange(3, start = 5)", "is empty"),
         ("output y = positions(0)", "positions needs a length >= 1"),
         ("output y = arange(T, source_axes = 1)", "`arange` has no argument `source_axes`"),

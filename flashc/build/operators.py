@@ -105,7 +105,11 @@ class Operators(BuilderState):
         """An argument's value; a bare undefined name where the op takes a dtype is that dtype."""
         wanted = {k for k, p in func.op.params.items() if p.kind == "dtype"} if isinstance(func, Layer) else set()
         bare = isinstance(arg.value, ast.Name) and not self.defined(arg.value.id, scope) and arg.value.id not in REGISTRY
-        if wanted and bare and (arg.name is None or arg.name in wanted):
+        # A positional bare name is a dtype when it is one, or when the op's first setting is the dtype
+        # (`cast(m, flaot32)` says "not a dtype"); `zeros(B, Q)` still says Q is undefined.
+        first = next(iter(func.op.params.values()), None) if isinstance(func, Layer) else None
+        positional = bare and (arg.value.id in DTYPES or (first is not None and first.kind == "dtype"))
+        if wanted and bare and (arg.name in wanted or (arg.name is None and positional)):
             return self.dtype_name(arg.value)
         return self.eval(arg.value, scope)
 

@@ -31,6 +31,7 @@ from flashc.ops.sizes import (
 )
 
 CONSTANT_DTYPES = ("float32", "float64", "int64", "int32", "bool")
+ARANGE_DTYPES = ("int64", "int32", "float32", "float64")
 B = Sym.name("B")  # the parity table's batch dim: samples with sizes read at run time use it
 
 
@@ -50,6 +51,7 @@ class Filled(Op):
         self.require(len(dims) >= 1, f"`{self.name}` needs at least one dimension, e.g. `{self.name}(B, d)`")
         self.require(all(not is_static(d) or d >= 1 for d in dims), f"`{self.name}` dims must be >= 1, got {list(dims)}")
         check_sources(self, dims, len(sources))
+        self.require(self.dtype in CONSTANT_DTYPES, f"`{self.name}` makes {', '.join(CONSTANT_DTYPES)} tensors, got {self.dtype}")
         value = self.value_of()
         if self.dtype == "bool":
             self.require(value in (0, 1), f"a bool `{self.name}` holds 0 or 1 (false or true), got {value}")
@@ -72,7 +74,7 @@ class Filled(Op):
 
 
 _SHAPE = Param("shape", doc="the dims, e.g. zeros(B, d); symbolic dims of the inputs are read at run time")
-_DTYPE = Param(str, "float32", choices=CONSTANT_DTYPES)
+_DTYPE = Param("dtype", "float32", doc=f"one of {', '.join(CONSTANT_DTYPES)}, written bare: `dtype = int64`")
 
 
 class Zeros(Filled):
@@ -91,10 +93,10 @@ class Zeros(Filled):
 
 
 class Ones(Filled):
-    """A tensor of ones, e.g. a mask to cut a triangle from: `ones(T, T, dtype = "bool") |> tril`."""
+    """A tensor of ones, e.g. a mask to cut a triangle from: `ones(T, T, dtype = bool) |> tril`."""
 
     examples = (
-        ('ones(T, T, dtype = "bool")', 'all true, [T, T]'),
+        ('ones(T, T, dtype = bool)', 'all true, [T, T]'),
     )
 
     fill = 1.0
@@ -154,7 +156,7 @@ class Arange(Op):
 
     examples = (
         ('arange(T)', '0 .. T - 1, int64'),
-        ('arange(T, start = 1, step = 2, dtype = "float32")', 'odd positions as floats'),
+        ('arange(T, start = 1, step = 2, dtype = float32)', 'odd positions as floats'),
     )
 
     family = "constant"
@@ -163,7 +165,7 @@ class Arange(Op):
         "end": Param("dim", doc="exclusive end: a number or a dimension such as T or (L - 1) // 2 + 1"),
         "start": Param(int, 0),
         "step": Param(int, 1),
-        "dtype": Param(str, "int64", choices=("int64", "int32", "float32", "float64")),
+        "dtype": Param("dtype", "int64", doc=f"one of {', '.join(ARANGE_DTYPES)}, written bare"),
         "source_axes": SOURCE_AXES,
     }
     samples = (
@@ -174,6 +176,7 @@ class Arange(Op):
     )
 
     def infer(self, *sources: TensorType) -> TensorType:
+        self.require(self.dtype in ARANGE_DTYPES, f"`arange` makes {', '.join(ARANGE_DTYPES)} tensors, got {self.dtype}")
         check_sources(self, (self.end,), len(sources))
         return TensorType(self.dtype, (range_length(self, self.start, self.end, self.step),))
 

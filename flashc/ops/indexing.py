@@ -199,19 +199,19 @@ class OneHot(Op):
     """int64 ids in [0, num_classes) to one-hot vectors on a new last axis: `y |> one_hot(10)`.
 
     The result is int64 as F.one_hot gives it, or float32 with `dtype =
-    "float32"` (soft targets, masks to multiply with).
+    float32` (soft targets, masks to multiply with).
     """
 
     examples = (
         ('ids |> one_hot(10)', 'int64[B, T, 10]'),
-        ('ids |> one_hot(10, dtype = "float32")', 'float targets'),
+        ('ids |> one_hot(10, dtype = float32)', 'float targets'),
     )
 
     family = "indexing"
     inputs = (Input("x", dtypes=INDEX),)
     params = {
         "num_classes": Param(int, doc="length of the new last axis", minimum=1),
-        "dtype": Param(str, "int64", choices=("int64", "float32")),
+        "dtype": Param("dtype", "int64", doc="int64 or float32, written bare"),
     }
     samples = (
         {"x": "int64[2, 5]", "num_classes": 7, "high": 7},
@@ -219,6 +219,7 @@ class OneHot(Op):
     )
 
     def infer(self, x: TensorType) -> TensorType:
+        self.require(self.dtype in ("int64", "float32"), f"`one_hot` makes int64 or float32 tensors, got {self.dtype}")
         return TensorType(self.dtype, x.shape + (self.num_classes,))
 
     def to_torch(self, c: Lowering) -> str:

@@ -240,7 +240,7 @@ class Tril(Triangle):
     """The lower triangle (j <= i + diagonal) of the last two axes: `scores |> tril`, a causal mask from ones."""
 
     examples = (
-        ('ones(T, T, dtype = "bool") |> tril', 'a causal mask: true where a query may look'),
+        ('ones(T, T, dtype = bool) |> tril', 'a causal mask: true where a query may look'),
     )
 
 
@@ -248,7 +248,7 @@ class Triu(Triangle):
     """The upper triangle (j >= i + diagonal) of the last two axes: `mask |> triu(1)`."""
 
     examples = (
-        ('ones(T, T, dtype = "bool") |> triu(1)', 'true above the diagonal: the future'),
+        ('ones(T, T, dtype = bool) |> triu(1)', 'true above the diagonal: the future'),
     )
 
     upper = True

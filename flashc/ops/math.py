@@ -120,7 +120,7 @@ class Sin(Unary):
     """The sine of x in radians (sinusoidal tables, RoPE): `angles |> sin`."""
 
     examples = (
-        ('arange(T, dtype = "float32") |> sin', 'sines of positions (`sinusoidal` makes whole tables)'),
+        ('arange(T, dtype = float32) |> sin', 'sines of positions (`sinusoidal` makes whole tables)'),
     )
 
     torch_fn = "torch.sin"
