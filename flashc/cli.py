@@ -36,6 +36,7 @@ EXAMPLES = {
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
     "graph": "examples:\n  flashc graph specs/gpt2.flash -o gpt2.svg --depth 2\n"
              "  flashc graph specs/resnet18.flash -o resnet18.html     # blocks open on click",
+    "lsp": "example:\n  flashc lsp     # started by an editor (editors/vscode/), speaks LSP on stdin/stdout",
     "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
@@ -285,6 +286,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lsp(args: argparse.Namespace) -> int:
+    try:
+        from flashc.lsp import main as serve
+    except ImportError as exc:
+        raise UsageError(f"the language server needs pygls ({exc.name} is missing): pip install 'flashc[lsp]'") from None
+    return serve()
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from flashc.fmt import format_files
 
@@ -368,6 +377,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="model.svg, or model.html (self-contained; blocks open on click)")
     c.add_argument("--depth", type=int, default=0, help="open blocks down to this nesting depth (default 0: one box per block)")
     c.set_defaults(func=cmd_graph)
+
+    c = command("lsp", "Run the language server on stdin/stdout (diagnostics, hover, definitions, completion, outline).")
+    c.set_defaults(func=cmd_lsp)
 
     c = command("fmt", "Rewrite .flash files in the one canonical layout (comments kept, only whitespace changes).")
     c.add_argument("files", nargs="+", metavar="FILE", help="the .flash files")
