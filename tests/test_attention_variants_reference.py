@@ -444,3 +444,19 @@ def test_tinyllama_spec_matches_llama_for_causal_lm() -> None:
             want = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
         got = outputs(spec, weights, {"tokens": tokens}, output="logits")
         assert_matches(got, want, where=f"batch {batch}, length {length}")
+
+
+@pytest.mark.parametrize("extra", ["", ", alibi", ", relative_buckets = 4, max_distance = 3"])
+def test_a_query_with_no_visible_key_gets_zero_weights(extra: str) -> None:
+    """Window 2 with keys 1 and 2 padded leaves query 2 nothing to see: every backend gives it zero weights,
+    so its output is the output projection's bias (torch's rule for a fully masked row)."""
+    spec = attention_spec(f"attention(x, heads = 2, causal, window = 2, key_padding_mask = pad{extra})", 8, padding=True)
+    w = random_weights(spec, seed=10)
+    x = np.random.default_rng(10).standard_normal((2, 5, 8)).astype(np.float32)
+    pad = np.zeros((2, 5), dtype=bool)
+    pad[:, 1:3] = True
+    got = outputs(spec, w, {"x": x, "pad": pad})
+    for backend, y in got.items():
+        np.testing.assert_allclose(y[:, 2], np.broadcast_to(w["attention.out.bias"], (2, 8)), rtol=0, atol=ATOL,
+                                   err_msg=backend)
+        np.testing.assert_allclose(y, got["torch"], rtol=0, atol=ATOL, err_msg=backend)
