@@ -28,7 +28,7 @@ def _number(v: Any) -> bool:
 
 class Operators(BuilderState):
     def compare(self, e: ast.Compare, scope: Scope) -> Any:
-        if isinstance(e.left, ast.Compare):
+        if isinstance(e.left, ast.Compare) and (e.left.span.line, e.left.span.col) == (e.span.line, e.span.col):  # not `(a < b) < c`
             raise self.fail(e.op_span, "comparisons do not chain", "write `(a < b) and (b < c)`")
         a, b = self.eval(e.left, scope), self.eval(e.right, scope)
         if isinstance(a, Tensor) or isinstance(b, Tensor):

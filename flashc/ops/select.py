@@ -58,6 +58,8 @@ class Where(Op):
             self.require(a.dtype == b.dtype, f"`where` chooses between one dtype; got {a} and {b}",
                          "cast one side first: `cast(x, float32)`")
         dtype = tensors[0].dtype if tensors else "float32"
+        self.require(dtype != "bool", f"`where` chooses numbers; the values are {tensors[0] if tensors else dtype}",
+                     "choose between masks with `and` / `or`: `(c and a) or (not c and b)`")  # onnxruntime has no bool Where
         out = TensorType(dtype, shape)
         for value in (self.a_value, self.b_value):
             if value is not None:
