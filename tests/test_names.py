@@ -136,3 +136,12 @@ def test_as_on_a_named_layer_is_an_error():
 def test_as_cannot_take_a_name_torch_modules_use():
     with pytest.raises(flashc.FlashError, match="`training` cannot name a layer"):
         load("  output y = x |> linear(d) as training")
+
+
+def test_gpt2_block_values_are_named_under_the_block():
+    from pathlib import Path
+
+    spec = flashc.load(Path(__file__).resolve().parent.parent / "specs" / "gpt2.flash", depth=2, d=64, heads=2, vocab=50)
+    names = values(spec)
+    assert {"blocks.0.gelu", "blocks.1.gelu", "blocks.0.x", "blocks.0.x_1", "blocks.1.x_1"} <= set(names)
+    assert not any(n.startswith(("gelu_", "blocks_")) for n in names)
