@@ -47,11 +47,11 @@ def load(name: str) -> flashc.Spec:
 
 
 def make_inputs(spec: flashc.Spec, batch: int, seq: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random inputs for every declared input; B and T are bound to batch and seq."""
+    """Random inputs for every declared input; B is bound to batch, other symbolic dims (T, S) to seq."""
     feeds: dict[str, np.ndarray] = {}
     vocab = spec.graph.params.get("vocab")
     for v in spec.graph.inputs:
-        shape = tuple(batch if str(d) == "B" else seq if str(d) == "T" else int(d) for d in v.type.shape)
+        shape = tuple(batch if str(d) == "B" else d if isinstance(d, int) else seq for d in v.type.shape)  # T, S: seq
         if v.type.dtype == "float32":
             feeds[v.name] = rng.standard_normal(shape).astype(np.float32)
         elif v.type.dtype == "int64":
