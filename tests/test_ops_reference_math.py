@@ -485,3 +485,13 @@ def test_documented_examples_build(cls):
                f"  input img: float32[B, 3, 32, 32]\n  input mel: float32[B, 80, L]\n  {body}\n}}\n")
         spec = flashc.loads(src)
         assert spec.to_onnx() is not None, call
+
+
+def test_indices_must_be_int64_with_a_hint():
+    text = errors("model M {\n input x: float32[B, 4]\n input f: float32[B]\n output y = x |> gather(f)\n}\n")
+    assert "`gather` input `index` must be int64, got float32[B]" in text and "cast(..., int64)" in text
+    text = errors("model M {\n input x: float32[B, 4]\n input i: int32[B, 4]\n output y = x |> take_along_axis(i)\n}\n")
+    assert "must be int64, got int32[B, 4]" in text
+    assert "`one_hot` input `x` must be int64" in errors("model M {\n input x: float32[B]\n output y = x |> one_hot(3)\n}\n")
+    assert "`topk` needs a float or int32/int64 tensor, got bool[B, 4]" in errors(
+        "model M {\n input m: bool[B, 4]\n a, b = m |> topk(2)\n output y = a\n}\n")

@@ -37,7 +37,8 @@ class Nodes(BuilderState):
         types = [v.type if v is not None else None for v in inputs]
         for inp, v in zip(cls.inputs, inputs):
             if v is not None and inp.dtypes and v.type.dtype not in inp.dtypes:
-                raise self.fail(span, f"`{cls.name}` input `{inp.name}` must be {' or '.join(inp.dtypes)}, got {v.type}")
+                raise self.fail(span, f"`{cls.name}` input `{inp.name}` must be {' or '.join(inp.dtypes)}, got {v.type}",
+                                f"convert it first with `cast(..., {inp.dtypes[0]})`")
         try:
             result = op.infer(*types)
             specs = op.weights(*types)
