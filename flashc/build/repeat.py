@@ -43,6 +43,15 @@ class Repeats(BuilderState):
             return rep
         return self.apply_repeat(rep, tensors, {}, span, scope)
 
+    def project_work(self, rep: Repeat, each: int, span: Span) -> None:
+        """After the first copy: refuse at once when the copies to come would pass the work limit
+        (`repeat(1000, B)` of a block that holds `repeat(1000, C)` stops here, not after 250,000 steps)."""
+        total = self.work + each * (rep.count - 1)
+        if total > limits.MAX_WORK:
+            raise self.fail(span, f"repeat({rep.count:,}, {rep.block.node.name}) would need about {total:,} op and "
+                                  f"block applications, above the limit of {limits.MAX_WORK:,}",
+                            "check the repeat counts and the sizes they come from")
+
     def layer_as_block(self, layer: Layer, span: Span) -> Block:
         """`repeat(3, linear(8))`: wrap an op in a one-line block."""
         body = ast.Pipe(span, ast.Name(span, "x"), ast.Name(span, "_layer"))
@@ -64,7 +73,10 @@ class Repeats(BuilderState):
         with self.framed("repeat", rep.block.node.name, container, span, rep.count):
             for i in range(rep.count):
                 prefix = container if rep.shared else f"{container}.{i}"
+                before = self.work
                 x = self.run_block(rep.block, {**rep.block.bound, first: x}, prefix, owner if rep.shared else (owner, i), span)
+                if i == 0:
+                    self.project_work(rep, self.work - before, span)
                 if not isinstance(x, Tensor):
                     raise self.fail(span, f"repeat needs a block that returns one tensor, {rep.block.node.name} returns {describe(x)}")
         return x
