@@ -168,6 +168,8 @@ def describe_loss(term: Any) -> str:
         return f"{term.value:g}"
     if term.kind == "neg":
         return f"-{describe_loss(term.children[0])}"
+    if term.kind == "output":  # a scalar output of the model, e.g. moe_aux()'s balance loss
+        return term.name
     return f"{describe_loss(term.children[0])} {term.name} {describe_loss(term.children[1])}"
 
 
@@ -180,5 +182,6 @@ def to_json(graph: Graph) -> dict[str, Any]:
         "layers": [r.__dict__ for r in summary(graph)],
         "weights": {p: list(w.spec.shape) for p, w in graph.weights.items()},
         "total_parameters": graph.parameter_count,
+        "totals": {kind: {"count": count, "bytes": size} for kind, (count, size) in totals(graph).items()},
         "spec_sha256": graph.source_hash,
     }

@@ -76,6 +76,12 @@ def test_block_subtotals_are_the_weights_under_their_path():
     assert rows["layer2"][1] == "sequential(2)"
 
 
+def test_json_has_the_totals():
+    data = flashc.load(SPECS / "resnet18.flash").to_json()
+    assert data["totals"]["trainable"] == {"count": 11_689_512, "bytes": 4 * 11_689_512}
+    assert data["totals"]["buffers"]["count"] == 9_620
+
+
 def test_trainable_non_trainable_and_buffer_totals():
     text = flashc.load(SPECS / "resnet18.flash").table()
     assert "total parameters: 11,689,512" in text

@@ -192,3 +192,16 @@ def test_chromium_runs_the_html_view(tmp_path):
     assert main(["graph", str(SPECS / "resnet18.flash"), "-o", str(page)]) == 0
     dom = chromium("--dump-dom", "--virtual-time-budget=2000", page.as_uri()).stdout
     assert 'class="node kind-group"' in dom and "layer4" in dom  # the script drew the first view
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.flash")), ids=lambda p: p.stem)
+def test_every_spec_draws_closed_and_fully_open_without_overlaps(path):
+    graph = flashc.load(path).graph
+    for depth in (0, 99):
+        found = list(boxes(render(graph, depth)).values())
+        shown = {t for b in found for t, _, _ in b["texts"][:1]}
+        assert {v.name for v in graph.inputs} | {n for n, _ in graph.outputs} <= shown
+        for i, a in enumerate(found):
+            for b in found[i + 1:]:
+                assert (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"] or a["y"] + a["h"] <= b["y"]
+                        or b["y"] + b["h"] <= a["y"]), (path.name, depth, a["texts"][0], b["texts"][0])
