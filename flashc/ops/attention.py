@@ -16,7 +16,6 @@ from flashc.ir.types import TensorType
 from flashc.ops.attention_positions import (
     MASKED,
     TORCH_ALIBI,
-    TORCH_MATH,
     TORCH_POSITIONAL,
     TORCH_ROTARY,
     TORCH_T5_BUCKETS,
@@ -80,7 +79,7 @@ class _Preludes:
     """`attention`'s torch helpers: on the class, all it may emit (the names a generated file can
     define); on one layer, only those it uses, so a plain layer's generated file stays short."""
 
-    ALL = (TORCH_HELPER, TORCH_MATH, TORCH_ALIBI, TORCH_ROTARY, TORCH_T5_BUCKETS, TORCH_POSITIONAL)
+    ALL = (TORCH_HELPER, TORCH_ALIBI, TORCH_ROTARY, TORCH_T5_BUCKETS, TORCH_POSITIONAL)
 
     def __get__(self, op: Attention | None, owner: type) -> tuple[str, ...]:
         return self.ALL if op is None or op.positional else (TORCH_HELPER,)

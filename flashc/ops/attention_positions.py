@@ -29,14 +29,11 @@ def alibi_slopes(heads: int) -> list[float]:
     two below it, then every other slope of twice that power, as in the paper's code.
     """
 
-    def powers(n):
-        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
-        return [start ** (i + 1) for i in range(n)]
-
-    if math.log2(heads).is_integer():
-        return powers(heads)
-    low = 2 ** math.floor(math.log2(heads))
-    return powers(low) + alibi_slopes(2 * low)[0::2][: heads - low]
+    low = 1 << (heads.bit_length() - 1)  # the largest power of two <= heads
+    if low == heads:
+        start = 2 ** (-8 / heads)  # the paper's 2 ** -(2 ** -(log2(n) - 3))
+        return [start ** (i + 1) for i in range(heads)]
+    return alibi_slopes(low) + alibi_slopes(2 * low)[0::2][: heads - low]
 
 
 def rope_inv_freq(theta: float, dim: int) -> np.ndarray:
@@ -49,8 +46,6 @@ def t5_max_exact(buckets: int, bidirectional: bool) -> int:
     """Distances below this get a bucket each; T5 halves the buckets between directions first."""
     return (buckets // 2 if bidirectional else buckets) // 2
 
-
-TORCH_MATH = "\nimport math\n"  # the generated file's header imports only torch
 
 TORCH_ROTARY = '''
 def rotary(x, positions, theta, dim, interleaved):
@@ -82,9 +77,8 @@ def t5_buckets(relative, bidirectional, buckets, max_distance):
     else:
         relative = -torch.min(relative, torch.zeros_like(relative))
     exact = buckets // 2
-    far = exact + (
-        torch.log(relative.float() / exact) / math.log(max_distance / exact) * (buckets - exact)
-    ).to(torch.long)
+    log_span = torch.tensor(max_distance / exact, dtype=torch.float64).log().item()  # math.log(max_distance / exact)
+    far = exact + (torch.log(relative.float() / exact) / log_span * (buckets - exact)).to(torch.long)
     far = torch.min(far, torch.full_like(far, buckets - 1))
     return out + torch.where(relative < exact, relative, far)
 '''
