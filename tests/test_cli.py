@@ -67,7 +67,7 @@ def test_version():
     assert r.stdout.strip() == f"flashc {flashc.__version__}"
 
 
-COMMANDS = ["check", "compile", "train", "run"]
+COMMANDS = ["check", "compile", "train", "run", "graph", "fmt", "lsp"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -205,3 +205,20 @@ def test_every_spec_draws_closed_and_fully_open_without_overlaps(path):
             for b in found[i + 1:]:
                 assert (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"] or a["y"] + a["h"] <= b["y"]
                         or b["y"] + b["h"] <= a["y"]), (path.name, depth, a["texts"][0], b["texts"][0])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+def test_chromium_opens_a_block_on_click_and_shows_its_source_line(tmp_path):
+    spec = SPECS / "resnet18.flash"
+    page = render(flashc.load(spec).graph, 0, ".html", spec.read_text())
+    click = ("<script>const box = [...document.querySelectorAll('.node[data-frame]')]"
+             ".find(n => n.querySelector('text').textContent === 'layer2');"
+             "box.dispatchEvent(new MouseEvent('click', {bubbles: true}));</script></body>")
+    path = tmp_path / "clicked.html"
+    path.write_text(page.replace("</body>", click))
+    dom = chromium("--dump-dom", "--virtual-time-budget=2000", path.as_uri()).stdout
+    line = next(i for i, ln in enumerate(spec.read_text().splitlines(), 1) if "h = h |> layer1" in ln)
+    picture = dom[dom.index('id="picture"'):dom.index('id="side"')]
+    assert "layer2: sequential(2)" in picture  # layer2 is open: its frame and its two blocks
+    assert picture.count("BasicBlock") >= 2
+    assert f"{line} | " in dom  # the side panel quotes the source line the block is applied on
