@@ -460,3 +460,16 @@ def test_a_query_with_no_visible_key_gets_zero_weights(extra: str) -> None:
         np.testing.assert_allclose(y[:, 2], np.broadcast_to(w["attention.out.bias"], (2, 8)), rtol=0, atol=ATOL,
                                    err_msg=backend)
         np.testing.assert_allclose(y, got["torch"], rtol=0, atol=ATOL, err_msg=backend)
+
+
+def test_generated_source_imports_only_torch() -> None:
+    """Every variant at once: the standalone PyTorch file still imports nothing but torch."""
+    spec = attention_spec('attention(x, heads = 4, kv_heads = 2, rope = 100.0, rope_style = "interleaved", causal, '
+                          "window = 3, alibi, relative_buckets = 8, max_distance = 10, key_padding_mask = pad)", 16,
+                          padding=True)
+    source = spec.torch_source()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports == {"torch"}
+    assert "class PositionalAttention(MultiHeadAttention)" in source and "def alibi_slopes" in source
+    plain = attention_spec("attention(x, heads = 4, kv_heads = 2, causal)", 16).torch_source()
+    assert "PositionalAttention" not in plain and "rotary" not in plain  # a plain layer's file stays short
