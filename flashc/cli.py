@@ -36,7 +36,7 @@ EXAMPLES = {
     "run": "examples:\n  flashc run lenet5.onnx --input x.npy\n  flashc run gpt2.onnx --input tokens=tokens.npy -o out.npz",
     "graph": "examples:\n  flashc graph specs/gpt2.flash -o gpt2.svg --depth 2\n"
              "  flashc graph specs/resnet18.flash -o resnet18.html     # blocks open on click",
-    "lsp": "example:\n  flashc lsp     # started by an editor (editors/vscode/), speaks LSP on stdin/stdout",
+    "lsp": "example:\n  flashc lsp 2> lsp.log     # started by an editor (editors/vscode/), speaks LSP on stdin/stdout",
     "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
