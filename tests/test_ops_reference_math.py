@@ -495,3 +495,22 @@ def test_indices_must_be_int64_with_a_hint():
     assert "`one_hot` input `x` must be int64" in errors("model M {\n input x: float32[B]\n output y = x |> one_hot(3)\n}\n")
     assert "`topk` needs a float or int32/int64 tensor, got bool[B, 4]" in errors(
         "model M {\n input m: bool[B, 4]\n a, b = m |> topk(2)\n output y = a\n}\n")
+
+
+def test_constants_are_made_on_the_device_of_the_inputs():
+    """A fixed-size constant follows the model's first input too (meta stands in for a GPU here)."""
+    src = """
+model M {
+  input x: float32[B, T, 4]
+  output a = x + zeros(1, 4)
+  output b = positions(7)
+  output c = sinusoidal(5, 4)
+  output d = ones(T, T, dtype = bool) |> tril
+  output e = arange(T, dtype = float32)
+  output f = full(B, 2, value = 3)
+}
+"""
+    module = flashc.loads(src).to_torch()
+    outs = module(torch.zeros(2, 3, 4, device="meta"))
+    assert [o.device.type for o in outs] == ["meta"] * 6
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 4), (7,), (5, 4), (3, 3), (3,), (2, 2)]

@@ -167,5 +167,8 @@ class Binding(BuilderState):
             raise self.fail(span, f"`{cls.name}` sizes must be numbers or dimensions of the model's inputs; "
                                   f"`{unknown[0]}` is neither", "declare it in an input's shape, e.g. `input x: float32[B, T]`")
         sources = [self.dim_sources[n] for n in names]
+        if not sources and self.inputs:  # fixed sizes: the first input still tells PyTorch the device
+            sources = [(self.inputs[0], -1)]
+            names = [""]
         attrs = {**attrs, "source_axes": tuple((n, axis) for n, (_, axis) in zip(names, sources))}
         return attrs, {**tensors, "sources": [Tensor(v) for v, _ in sources]}

@@ -5,7 +5,9 @@ An op whose settings may hold symbolic dims (`zeros(B, d)`, `arange(T)`,
 setting ``source_axes``. The builder fills both: one source tensor per name
 the dims use (the input that declared it) and, aligned with them,
 ``(name, axis)`` pairs. The lowerings below then read each name from its
-source's shape: `x.shape[1]` in PyTorch, a `Shape` node in ONNX.
+source's shape: `x.shape[1]` in PyTorch, a `Shape` node in ONNX. When the
+sizes are all numbers, the first model input is wired in under the empty
+name, only so that PyTorch makes the constant on that input's device.
 """
 
 from __future__ import annotations
