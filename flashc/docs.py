@@ -224,7 +224,8 @@ def _default(value: object) -> str:
 
 
 def _summary(cls: type) -> str:
-    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+    """The docstring's first paragraph on one line, with `|` escaped: `x |> f` must not split a table cell."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("|", "\\|")
 
 
 def _signature(cls: type[Op]) -> str:

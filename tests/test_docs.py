@@ -18,3 +18,16 @@ def test_every_op_is_in_the_reference():
 def test_every_op_documents_why():
     missing = [key for key, cls in REGISTRY.items() if cls.name == key and not (cls.__doc__ or "").strip()]
     assert not missing, f"ops without a docstring: {missing}"
+
+
+
+def test_op_table_rows_have_four_cells():
+    """A `|` inside a summary (`x |> f`, `|x|`) is escaped, or it would split the row in a Markdown viewer."""
+    import re
+
+    lines = docs.render().splitlines()
+    start = lines.index("| op | family | also | what it does |") + 2
+    rows = lines[start:lines.index("", start)]
+    assert len(rows) > 30
+    for row in rows:
+        assert len(re.split(r"(?<!\\)\|", row.strip())) == 6, row
