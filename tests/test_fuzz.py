@@ -172,3 +172,16 @@ def test_set_style_string_overrides_raise_only_flash_errors(name, key, raw):
     if isinstance(value, float) and not math.isfinite(value):
         value = raw  # still exercised below as a string
     front_end(SPECS[name], **{key: value})
+
+
+def test_seeded_mutation_fuzz_has_no_traceback_hang_or_leak():
+    """tests/fuzz.py's generator, bounded for CI (`python -m tests.fuzz --cases 100000` is the long run):
+    hostile imports, self-applying blocks, deep nesting, long chains and extreme overrides included.
+    Each case runs in a worker with a time limit, so a hang fails this test instead of stalling it."""
+    from fuzz import fuzz
+
+    report = fuzz(cases=500, seed=2026, workers=2, timeout=30)
+    counts = report["counts"]
+    bad = {k: report["examples"][k][:2] for k in ("traceback", "hang", "malformed", "leak") if counts[k]}
+    assert not bad, bad
+    assert counts["clean_error"] > 0 and counts["success"] > 0, counts  # both kinds of input are exercised
