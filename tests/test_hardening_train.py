@@ -8,6 +8,12 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +271,138 @@ def test_quickstart_header_says_what_it_runs():
     epochs = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "EPOCHS")
     assert f"{epochs} epochs" in ast.get_docstring(tree)
     assert "epochs=EPOCHS" in source
+
+
+# --- item 7: checkpoints, Ctrl-C, full disk, longer resumed runs ---------------------------------------
+
+FAULT_SPEC = """
+model Net(classes = 3) {
+  input x: float32[B, 4]
+  output logits = x |> linear(16) |> relu |> dropout(0.3) |> linear(classes)
+}
+train Net {
+  target label: int64[B]
+  loss cross_entropy(logits, label)
+  optimizer adam(lr = 0.01)
+  schedule warmup_cosine(warmup = 5)
+  batch 50
+  epochs 3
+  early_stop patience = 5, restore_best
+}
+"""
+COMPARED = ["last/weights.safetensors", "last/state.safetensors", "last/info.json", "last/manifest.json",
+            "best/weights.safetensors", "best/state.safetensors", "best/info.json", "metrics.jsonl", "metrics.csv",
+            "summary.json", "run.json"]
+
+
+def test_killed_and_interrupted_runs_resume_bit_identical(tmp_path):
+    """20 seeded faults (SIGKILL between and inside checkpoint files, between the renames that commit
+    them, mid-step, before a metrics line; Ctrl-C mid-epoch and mid-save), each followed by
+    `--resume` until the run finishes: every run ends byte-identical to the uninterrupted one."""
+    spec = tmp_path / "net.flash"
+    spec.write_text(FAULT_SPEC)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"work": str(tmp_path), "spec": str(spec), "data": "blobs", "seed": 1, "trials": 20}))
+    subprocess.run([sys.executable, str(ROOT / "tests" / "faults.py"), str(plan)], check=True, timeout=600, cwd=ROOT)
+    results = json.loads(plan.with_suffix(".result.json").read_text())
+    assert results["reference"]["code"] == 0
+    outcomes = []
+    for t, trial in enumerate(results["trials"]):
+        assert trial[-1]["fault"] is None and trial[-1]["code"] == 0, trial
+        for run in trial[:-1]:
+            outcomes.append((run["fault"], run.get("signal"), run.get("code")))
+            if run["fault"].startswith("kill"):
+                assert run.get("signal") == signal.SIGKILL or run.get("code") == 0, run  # 0: fault not reached
+            else:
+                assert run.get("code") in (130, 0), run
+        for name in COMPARED:
+            assert (tmp_path / f"trial{t}" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), \
+                (t, name, trial)
+        leftovers = [p.name for p in (tmp_path / f"trial{t}").iterdir() if p.name.startswith(".")]
+        assert leftovers == [], leftovers
+    kills = [kind for kind, sig, _ in outcomes if sig == signal.SIGKILL]
+    ctrl_c = [kind for kind, _, code in outcomes if code == 130]
+    assert len(kills) >= 12 and {"kill_write", "kill_write_half", "kill_step", "kill_log"} <= set(kills), outcomes
+    assert {"sigint_step", "sigint_write"} <= set(ctrl_c), outcomes
+
+
+def test_ctrl_c_saves_the_position_and_exits_130(tmp_path, capsys, monkeypatch):
+    spec = tmp_path / "net.flash"
+    spec.write_text(FAULT_SPEC)
+    from flashc.train.optim import Schedule
+
+    real, calls = Schedule.after_step, []
+
+    def press_ctrl_c_at_step_13(self):
+        real(self)
+        calls.append(1)
+        if len(calls) == 13:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Schedule, "after_step", press_ctrl_c_at_step_13)
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "--data", "blobs", "-o", str(run)]) == 130
+    assert f"continue with: flashc train --resume {run}" in capsys.readouterr().err
+    info = json.loads((run / "last.json").read_text())
+    assert (info["epoch"], info["step"], info["reason"]) == (1, 3, "interrupted")  # 10 steps an epoch
+    assert json.loads((run / "summary.json").read_text())["interrupted"] is True
+    monkeypatch.setattr(Schedule, "after_step", real)
+    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", str(spec), "--data", "blobs", "-o", str(tmp_path / "straight")]) == 0
+    for name in COMPARED[:-1]:
+        assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def test_full_disk_during_training_is_a_clean_error(tmp_path):
+    spec = tmp_path / "net.flash"
+    spec.write_text(FAULT_SPEC)
+    run = tmp_path / "run"
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))  # run.json fits, a checkpoint does not
+
+    r = subprocess.run([sys.executable, "-m", "flashc.cli", "train", str(spec), "--data", "blobs", "-o", str(run)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, preexec_fn=cap,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert re.search(rf"^{re.escape(str(run))}/(best|last): error: cannot write: File too large", r.stderr, re.M), r.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]  # no partial checkpoint, no temporary folder
+
+
+def test_a_tampered_checkpoint_is_refused_at_resume(tmp_path):
+    spec = net("optimizer sgd(lr = 0.1)", "epochs 2")
+    spec.fit(tiny(), tmp_path, epochs=1, quiet=True)
+    weights = tmp_path / "last" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(flashc.FlashError, match="does not match its manifest"):
+        spec.fit(tiny(), tmp_path, resume=True, quiet=True)
+
+
+def test_checkpoint_paths_are_links_into_the_committed_set(tmp_path):
+    net("optimizer sgd(lr = 0.1)", "epochs 1").fit(tiny(), tmp_path, quiet=True)
+    for tag in ("best", "last"):
+        for outer, inner in ((f"{tag}.safetensors", "weights.safetensors"), (f"{tag}.json", "info.json"),
+                             (f"{tag}.state.safetensors", "state.safetensors")):
+            assert (tmp_path / outer).is_symlink() and os.readlink(tmp_path / outer) == f"{tag}/{inner}"
+        manifest = json.loads((tmp_path / tag / "manifest.json").read_text())
+        assert set(manifest) == {"weights.safetensors", "state.safetensors", "info.json"}
+
+
+def test_more_epochs_on_resume_continue_the_lr_curve(tmp_path):
+    """`--resume --epochs 81` after 40 epochs of a cosine schedule: the horizon moves to 81, and the
+    lr from epoch 41 on is what a run planned for 81 epochs uses; it falls to the end, no restart."""
+    spec = net("optimizer sgd(lr = 0.1)", "schedule cosine", "batch full", "epochs 40")
+    first = spec.fit(tiny(), tmp_path, quiet=True)
+    lrs40 = [h["lr"] for h in first.history]
+    assert lrs40[-1] < 0.01 * lrs40[0]  # the 40-epoch curve ran down to (almost) zero
+    resumed = spec.fit(tiny(), tmp_path, epochs=81, resume=True, quiet=True)
+    lrs = [h["lr"] for h in resumed.history]
+    assert len(lrs) == 81 and lrs[:40] == lrs40
+    straight = [h["lr"] for h in spec.fit(tiny(), epochs=81, quiet=True).history]
+    assert lrs[40:] == pytest.approx(straight[40:], rel=1e-12, abs=1e-15)
+    tail = lrs[40:]
+    assert all(a > b for a, b in zip(tail, tail[1:])), tail  # falling all the way: never climbs back
+    assert tail[0] < 0.6 * lrs40[0] and tail[-1] < 1e-3 * lrs40[0]

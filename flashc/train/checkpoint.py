@@ -115,7 +115,6 @@ def commit(run: Path, tag: str, files: dict[str, bytes]) -> None:
             _write_file(tmp / name, data)
             manifest[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         _write_file(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
-        _sync(tmp)
         if final.exists():
             _rename(final, old)
         _rename(tmp, final)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import random
 import signal
 import sys
 import threading
@@ -88,7 +89,11 @@ class Trainer:
         self.run = run
         self.device = torch.device(device)
         self.quiet = quiet
+        # Every random source a step could draw from starts from the spec's seed, so a run is the
+        # same in any process (and a resumed run restores all three states).
         torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        random.seed(self.config.seed)
         self.model = spec.to_torch(seed=self.config.seed).to(self.device)
         self.weight_names = list(self.graph.weights)
         self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters())
