@@ -255,3 +255,54 @@ def test_a_named_moe_shares_its_weights() -> None:
     spec = flashc.loads(text)
     assert len([k for k in spec.graph.weights if k.endswith("gate.weight")]) == 1
     assert spec.parameter_count == flashc.loads(SPEC).parameter_count
+
+
+def test_mixtral_spec_matches_mixtral_for_causal_lm() -> None:
+    """specs/mixtral.flash at a small size equals MixtralForCausalLM: attention, routing, experts, logits."""
+    from pathlib import Path
+
+    mod = pytest.importorskip("transformers.models.mixtral.modeling_mixtral")
+    config = mod.MixtralConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                               num_experts_per_tok=2, rms_norm_eps=1e-5, max_position_embeddings=64,
+                               tie_word_embeddings=False, sliding_window=None,
+                               rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    config._attn_implementation = "eager"
+    torch.manual_seed(5)
+    model = mod.MixtralForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if "norm" in name else 0.0, 0.2)
+    hf = {k.removeprefix("model."): v.numpy() for k, v in model.state_dict().items()}
+    names = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "out"}
+    weights: dict[str, np.ndarray] = {}
+    for key, value in hf.items():
+        if ".mlp.experts." in key:
+            layer = key.split(".mlp.")[0]
+            for e in range(4):
+                prefix = f"{layer}.block_sparse_moe.experts.{e}"
+                if key.endswith("gate_up_proj"):
+                    weights[f"{prefix}.w1.weight"], weights[f"{prefix}.w3.weight"] = value[e][:48], value[e][48:]
+                else:
+                    weights[f"{prefix}.w2.weight"] = value[e]
+            continue
+        key = key.replace(".mlp.gate.", ".block_sparse_moe.gate.")
+        for old, new in names.items():
+            key = key.replace(f".{old}.", f".{new}.")
+        weights[key] = value
+    spec = flashc.load(Path(__file__).resolve().parent.parent / "specs" / "mixtral.flash", vocab=50, d=32, heads=4,
+                       kv_heads=2, ff=48, experts=4, depth=2)
+    assert set(weights) == set(spec.graph.weights)
+    assert spec.parameter_count == sum(p.numel() for p in model.parameters())
+    module = spec.to_torch(weights=weights).eval()
+    session = ort.InferenceSession(spec.to_onnx(weights=weights).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(6)
+    for batch, length in ((2, 6), (1, 11)):
+        tokens = rng.integers(0, 50, (batch, length)).astype(np.int64)
+        with torch.no_grad():
+            want = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
+            got = module(torch.from_numpy(tokens))[0].numpy()
+        got_onnx = session.run(["logits"], {"tokens": tokens})[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg="torch")  # logits of a few units
+        np.testing.assert_allclose(got_onnx, want, rtol=0, atol=1e-5, err_msg="onnxruntime")
