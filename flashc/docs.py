@@ -188,6 +188,8 @@ from "layers.flash" import Decoder, Mlp    # chosen blocks
 ```
 
 An imported block sees the blocks of its own file and the parameters of the model that uses it.
+Imports read only `.flash` regular files under 1 MB inside the spec's folder tree, or inside a
+folder given with `--include DIR` (`flashc.load(path, include=[...])`); each file is parsed once.
 
 ## Training
 
