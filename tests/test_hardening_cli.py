@@ -376,3 +376,38 @@ def test_run_json_is_kept_readable(train_spec, tmp_path, capsys):
     assert rc == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved == {"spec": str(train_spec), "data": "blobs", "set": [], "epochs": 1}
+
+
+# --- item 8: names declared twice ---------------------------------------------------------------------
+
+BODY = "  input x: float32[B, 4]\n  output y = x |> linear(3)\n"
+DUPLICATES = {
+    "model-parameter": ("model M(d = 3, d = 4) {\n" + BODY + "}\n", "1:16", "parameter `d` of model M is declared twice"),
+    "model": ("model M() {\n" + BODY + "}\nmodel M() {\n" + BODY + "}\n", "5:1", "model `M` is declared twice"),
+    "block": ("model M() {\n  block A(x) {\n    return x\n  }\n  block A(x) {\n    return x |> relu\n  }\n" + BODY + "}\n",
+              "5:3", "block `A` is declared twice (first at line 2)"),
+    "block-parameter": ("model M() {\n  block A(x, k = 1, k = 2) {\n    return x\n  }\n" + BODY + "}\n", "2:21",
+                        "parameter `k` of block A is declared twice"),
+    "nested-block": ("model M() {\n  block A(x) {\n    block C(y) {\n      return y\n    }\n    block C(y) {\n"
+                     "      return y\n    }\n    return x |> C\n  }\n" + BODY + "}\n", "6:5", "block `C` is declared twice"),
+    "train": ("model M() {\n" + BODY + "}\n" + "train M {\n  loss mse(y, y)\n  optimizer sgd(lr = 0.1)\n}\n" * 2, "9:1",
+              "a train section for model `M` is declared twice (first at line 5)"),
+}
+
+
+@pytest.mark.parametrize("case", DUPLICATES)
+def test_names_declared_twice_fail_check(tmp_path, capsys, case):
+    text, where, words = DUPLICATES[case]
+    spec = tmp_path / "d.flash"
+    spec.write_text(text)
+    rc, out, err = run_main(capsys, "check", spec)
+    assert rc == 1 and out == ""
+    assert err.startswith(f"{spec}:{where}: error: {words}"), err
+
+
+def test_an_imported_file_with_a_duplicate_is_refused(tmp_path, capsys):
+    (tmp_path / "lib.flash").write_text(DUPLICATES["block"][0])
+    spec = tmp_path / "main.flash"
+    spec.write_text('import "lib.flash"\nmodel Main() {\n' + BODY + "}\n")
+    rc, _, err = run_main(capsys, "check", spec)
+    assert rc == 1 and f"{tmp_path / 'lib.flash'}:5:3: error: block `A` is declared twice" in err

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flashc.build.builder import Builder
+from flashc.build.duplicates import check_duplicates
 from flashc.build.identifiers import check_declarations
 from flashc.build.source import collect_blocks
 from flashc.build.train import build_train
@@ -21,7 +22,7 @@ def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None =
     sources = {file: source}
     try:
         module = parse(source, file)
-        problems = check_declarations(module)
+        problems = check_declarations(module) + check_duplicates(module)
         if problems:
             raise FlashError(problems, sources)
         if not module.models:

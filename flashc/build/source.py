@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from flashc.build.duplicates import check_duplicates
 from flashc.build.identifiers import check_declarations
 from flashc.diagnostics import FlashError, Span, did_you_mean, error
 from flashc.syntax import ast
@@ -89,7 +90,7 @@ class Importer:
         text = self.read(target, imp)
         self.sources[str(target)] = text
         other = parse(text, str(target))
-        problems = check_declarations(other)
+        problems = check_declarations(other) + check_duplicates(other)
         if problems:
             raise FlashError(problems, self.sources)
         available = dict(self.visible(other, target.parent, (*stack, target)))
