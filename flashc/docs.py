@@ -235,7 +235,7 @@ def _signature(cls: type[Op]) -> str:
     for inp in cls.inputs:
         parts.append(f"{inp.name}..." if inp.variadic else (f"{inp.name}?" if inp.optional else inp.name))
     for name, p in cls.params.items():
-        if name in ("source_axis", "source_axes"):  # set by the compiler
+        if name == "source_axes":  # set by the compiler
             continue
         if p.kind == "shape":
             parts.append(f"{name}...")

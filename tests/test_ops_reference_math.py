@@ -514,3 +514,20 @@ model M {
     outs = module(torch.zeros(2, 3, 4, device="meta"))
     assert [o.device.type for o in outs] == ["meta"] * 6
     assert [tuple(o.shape) for o in outs] == [(2, 3, 4), (7,), (5, 4), (3, 3), (3,), (2, 2)]
+
+
+def test_slice_to_a_dimension_expression():
+    src = """
+model M(ctx = 64, d = 4) {
+  input x: float32[B, T, 4]
+  output half = x |> slice(0, (T - 1) // 2 + 1, axis = 1)
+  output table = parameter(1, ctx, d) |> slice(1, T + 1, axis = 1)
+}
+"""
+    spec = flashc.loads(src)
+    assert spec.outputs == {"half": "float32[B, (T - 1) // 2 + 1, 4]", "table": "float32[1, T, 4]"}
+    x = randn(2, 7, 4)
+    outs = run(src, {"x": x})
+    close(outs, "half", torch.from_numpy(x)[:, :4])
+    table = spec.to_torch(seed=0).parameter.weight.detach()
+    close(outs, "table", table[:, 1:8])

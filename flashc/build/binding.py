@@ -12,7 +12,7 @@ from flashc.ops.base import Op, Param
 from flashc.ops.sizes import names_in
 
 # Settings the builder fills in itself (where a run-time size is read); a spec cannot set them.
-SET_BY_COMPILER = frozenset({"source_axis", "source_axes"})
+SET_BY_COMPILER = frozenset({"source_axes"})
 
 
 class Binding(BuilderState):
@@ -136,23 +136,12 @@ class Binding(BuilderState):
     def resolve_dims(self, cls: type[Op], attrs: dict, tensors: dict, span: Span) -> tuple[dict, dict]:
         """Symbolic sizes are read at run time from the inputs that declared their names.
 
-        An op with the `sources` input (zeros, arange, positions, ...) takes any dimension
-        expression: each name it uses brings its input in as a source. Older ops take one
-        plain name as `source` / `source_axis`.
+        An op that takes sizes (zeros, arange, positions, slice, ...) has the `sources` input
+        and the `source_axes` setting: each name its `dim` and `shape` settings use brings the
+        input that declared it in as a source, so any dimension expression works.
         """
-        if "source_axes" in cls.params:
-            return self.resolve_sources(cls, attrs, tensors, span)
-        for name, param in cls.params.items():
-            value = attrs.get(name)
-            if param.kind == "dim" and isinstance(value, Sym):
-                if value.op != "name" or value.args[0] not in self.dim_sources:
-                    raise self.fail(span, f"`{cls.name}` needs a number or a dimension of an input, got {value}")
-                source, axis = self.dim_sources[value.args[0]]
-                tensors = {**tensors, "source": Tensor(source)}
-                attrs = {**attrs, "source_axis": axis}
-        return attrs, tensors
-
-    def resolve_sources(self, cls: type[Op], attrs: dict, tensors: dict, span: Span) -> tuple[dict, dict]:
+        if "source_axes" not in cls.params:
+            return attrs, tensors
         if tensors.get("sources"):
             raise self.fail(span, f"`{cls.name}` takes no tensor: its sizes are numbers or dimensions of the inputs")
         names: list[str] = []
@@ -167,7 +156,7 @@ class Binding(BuilderState):
             raise self.fail(span, f"`{cls.name}` sizes must be numbers or dimensions of the model's inputs; "
                                   f"`{unknown[0]}` is neither", "declare it in an input's shape, e.g. `input x: float32[B, T]`")
         sources = [self.dim_sources[n] for n in names]
-        if not sources and self.inputs:  # fixed sizes: the first input still tells PyTorch the device
+        if not sources and not tensors and self.inputs:  # fixed sizes: the first input still tells PyTorch the device
             sources = [(self.inputs[0], -1)]
             names = [""]
         attrs = {**attrs, "source_axes": tuple((n, axis) for n, (_, axis) in zip(names, sources))}

@@ -64,7 +64,7 @@ class Filled(Op):
         return bool(value) if self.dtype == "bool" else int(value) if self.dtype.startswith("int") else float(value)
 
     def to_torch(self, c: Lowering) -> str:
-        dims, dtype = torch_shape(self, tuple(self.shape), c), f"dtype=torch.{self.dtype}{torch_device(c)}"
+        dims, dtype = torch_shape(self, tuple(self.shape), c), f"dtype=torch.{self.dtype}{torch_device(self, c)}"
         if type(self) is Full:
             return f"torch.full({dims}, {self._literal()!r}, {dtype})"
         return f"torch.{self.name}({dims}, {dtype})"
@@ -136,7 +136,7 @@ def range_length(op: Op, start: int, end: Dim, step: int) -> Dim:
 
 def torch_range(op: Op, c: Lowering, start: int, end: Dim, step: int, dtype: str) -> str:
     args = ([repr(start)] if start or step != 1 else []) + [torch_size(op, end, c)] + ([repr(step)] if step != 1 else [])
-    return f"torch.arange({', '.join(args)}, dtype=torch.{dtype}{torch_device(c)})"
+    return f"torch.arange({', '.join(args)}, dtype=torch.{dtype}{torch_device(op, c)})"
 
 
 def onnx_range(op: Op, tape: Any, c: Lowering, start: int, end: Dim, step: int, dtype: str) -> str:
@@ -248,7 +248,7 @@ class Sinusoidal(Op):
         return TensorType("float32", (self.length, self.dim))
 
     def to_torch(self, c: Lowering) -> str:
-        device = torch_device(c).removeprefix(", device=") or "None"
+        device = torch_device(self, c).removeprefix(", device=") or "None"
         halves = self.layout == "halves"
         return f"SinusoidalTable.make({torch_size(self, self.length, c)}, {self.dim}, {self.rate()!r}, {halves}, {device})"
 

@@ -6,8 +6,9 @@ setting ``source_axes``. The builder fills both: one source tensor per name
 the dims use (the input that declared it) and, aligned with them,
 ``(name, axis)`` pairs. The lowerings below then read each name from its
 source's shape: `x.shape[1]` in PyTorch, a `Shape` node in ONNX. When the
-sizes are all numbers, the first model input is wired in under the empty
-name, only so that PyTorch makes the constant on that input's device.
+sizes of an op without tensor inputs are all numbers, the first model input
+is wired in under the empty name, only so that PyTorch makes the constant on
+that input's device. Sources are always an op's last inputs.
 """
 
 from __future__ import annotations
@@ -44,12 +45,17 @@ def check_sources(op: Op, dims: tuple[Dim, ...], n_sources: int) -> None:
                f"`{missing[0]}` is not a dimension of any input" if missing else None)
 
 
+def sources_of(op: Op, c: Lowering) -> list[str]:
+    """The source tensors' names: the last inputs, one per `source_axes` entry."""
+    return list(c.inputs[len(c.inputs) - len(op.source_axes):]) if op.source_axes else []
+
+
 def torch_size(op: Op, d: Dim, c: Lowering, parent: int = 0) -> str:
     """A Python expression for ``d`` written as a person would: `(x.shape[2] - 1) // 2 + 1`."""
     if is_static(d):
         return repr(int(d))
     if d.op == "name":
-        for (name, axis), source in zip(op.source_axes, c.inputs):
+        for (name, axis), source in zip(op.source_axes, sources_of(op, c)):
             if name == d.args[0]:
                 return f"{source}.shape[{axis}]"
         raise op.fail(f"`{op.name}` has no source for the dimension {d}")
@@ -68,9 +74,9 @@ def torch_shape(op: Op, dims: tuple[Dim, ...], c: Lowering) -> str:
     return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
 
 
-def torch_device(c: Lowering) -> str:
+def torch_device(op: Op, c: Lowering) -> str:
     """`, device=...` of the first source, so a constant lands where the model runs."""
-    sources = [s for s in c.inputs if s is not None]
+    sources = sources_of(op, c)
     return f", device={sources[0]}.device" if sources else ""
 
 
@@ -79,7 +85,7 @@ def onnx_size(op: Op, tape: Any, d: Dim, c: Lowering) -> str:
     if is_static(d):
         return tape.const([int(d)], "int64")
     if d.op == "name":
-        for (name, axis), source in zip(op.source_axes, c.inputs):
+        for (name, axis), source in zip(op.source_axes, sources_of(op, c)):
             if name == d.args[0]:
                 return tape.op("Shape", [source], {"start": axis, "end": axis + 1})
         raise op.fail(f"`{op.name}` has no source for the dimension {d}")

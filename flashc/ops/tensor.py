@@ -17,6 +17,7 @@ from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
 from flashc.ops.base import Input, Lowering, Op, Param
 from flashc.ops.shape import normalize_axis
+from flashc.ops.sizes import SOURCE_AXES, SOURCES, check_sources, onnx_size, torch_size
 
 TORCH_PARAMETER = '''
 class LearnedTensor(nn.Module):
@@ -179,27 +180,30 @@ class Slice(Op):
 
     Negative indices count from the end; without `end` the slice runs to the
     end of the axis, and an `end` past a fixed-size axis stops at it. `end`
-    may be a symbolic dim of an input, e.g. a learned position table cut to
-    the sequence length: `parameter(1, ctx, d) |> slice(0, T, axis = 1)` (the
-    table must be at least T long at run time). On a symbolic axis such as T
+    may be any dimension expression of the inputs, read at run time, e.g. a
+    learned position table cut to the sequence length: `parameter(1, ctx, d)
+    |> slice(0, T, axis = 1)` (the table must be at least T long at run time),
+    or `slice(0, (T - 1) // 2 + 1)`. On a symbolic axis such as T
     the output length assumes the axis holds the indices given:
     `slice(0, 3)` is 3 long, `slice(1, -1)` is T - 2, `slice(-3)` is 3.
     """
 
     family = "tensor"
-    inputs = (Input("x"), Input("source", optional=True))
+    inputs = (Input("x"), SOURCES)
     params = {
         "start": Param(int, 0),
-        "end": Param("dim", TO_END, doc="exclusive end; a dim such as T reads its size at run time"),
+        "end": Param("dim", TO_END, doc="exclusive end; a dim such as T or T // 2 reads its size at run time"),
         "axis": Param(int, -1),
         "step": Param(int, 1),
-        "source_axis": Param(int, 0, doc="set by the builder: the axis of `source` that holds `end`"),
+        "source_axes": SOURCE_AXES,
     }
     samples = (
         {"x": "float32[2, 8]", "start": 2, "end": 5},
         {"x": "float32[2, 6, 4]", "start": -4, "end": 100, "axis": 1, "step": 2},
         {"x": "float32[2, 7, 3]", "start": 1, "end": -1, "axis": -2},
         {"x": "float32[2, 5, 3]", "start": 3, "end": 1, "axis": 1},
+        {"x": "float32[2, 9]", "sources": ["float32[2, 4]"], "start": 1, "end": Sym.name("B") * 2 + 1, "axis": 1,
+         "source_axes": (("B", 0),)},
     )
 
     def _length(self, x: TensorType) -> tuple[int, Dim]:
@@ -223,27 +227,24 @@ class Slice(Op):
             return axis, max(0, -(-(end[1] - start[1]) // self.step))
         return axis, _sym_length(size, end[1] - start[1], self.step)
 
-    def infer(self, x: TensorType, source: TensorType | None = None) -> TensorType:
-        self.require(
-            not isinstance(self.end, Sym) or source is not None,
-            f"slice end {self.end} must be a number or a dimension of an input",
-        )
+    def infer(self, x: TensorType, *sources: TensorType) -> TensorType:
+        check_sources(self, (self.end,), len(sources))
         axis, length = self._length(x)
         return x.with_shape(x.shape[:axis] + (length,) + x.shape[axis + 1:])
 
     def to_torch(self, c: Lowering) -> str:
-        x, source = c.inputs
+        x = c.inputs[0]
         axis, _ = self._length(c.types[0])
-        end = f"{source}.shape[{self.source_axis}]" if source else "" if self.end >= TO_END else repr(self.end)
+        end = torch_size(self, self.end, c) if isinstance(self.end, Sym) else "" if self.end >= TO_END else repr(self.end)
         start = repr(self.start) if self.start else ""
         step = f":{self.step!r}" if self.step != 1 else ""
         return f"{x}[{':, ' * axis}{start}:{end}{step}]"
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        x, source = c.inputs
+        x = c.inputs[0]
         axis, _ = self._length(c.types[0])
-        if source is not None:
-            end = tape.op("Shape", [source], {"start": self.source_axis, "end": self.source_axis + 1})
+        if isinstance(self.end, Sym):
+            end = onnx_size(self, tape, self.end, c)
         else:
             end = tape.const([min(self.end, TO_END)], "int64")
         ins = [x, tape.const([self.start], "int64"), end, tape.const([axis], "int64"), tape.const([self.step], "int64")]
