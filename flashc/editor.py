@@ -76,7 +76,7 @@ def word_at(text: str, line: int, col: int) -> tuple[str, Span] | None:
         return None
     row = lines[line - 1]
     for m in re.finditer(r'"[^"\n]*"|[A-Za-z_][A-Za-z0-9_]*', row):
-        if m.start() + 1 <= col <= m.end() + 1 and not row[:m.start()].lstrip().startswith("#") and "#" not in row[:m.start()]:
+        if m.start() + 1 <= col <= m.end() + 1 and "#" not in row[:m.start()]:  # not inside a comment
             return m.group(0), Span("", line, m.start() + 1, line, m.end() + 1)
     return None
 

@@ -21,7 +21,8 @@ STYLE = """
 .node text { font-family: monospace; font-size: 12px; fill: #2d3748; }
 .node text.title { font-weight: bold; fill: #1a202c; }
 .cluster rect { fill: #fbfbfd; stroke: #b7791f; stroke-width: 1; stroke-dasharray: 3 2; rx: 10; }
-.cluster text { font-family: monospace; font-size: 11px; fill: #975a16; }
+.cluster text { font-family: monospace; font-size: 11px; fill: #975a16; paint-order: stroke; stroke: #fbfbfd;
+                stroke-width: 4px; stroke-linejoin: round; }
 .edge { fill: none; stroke: #718096; stroke-width: 1.3; }
 .edge.residual { stroke: #dd6b20; stroke-width: 1.6; stroke-dasharray: 6 3; }
 .edge.tied { stroke: #805ad5; stroke-width: 1.6; stroke-dasharray: 2 3; }
@@ -70,8 +71,7 @@ def to_svg(drawing: Drawing, title: str = "") -> str:
             continue
         parts.append(
             f'<g class="cluster" data-frame="{cluster.frame}" data-line="{cluster.line}">'
-            f'<rect x="{rect.x:.1f}" y="{rect.y:.1f}" width="{rect.w:.1f}" height="{rect.h:.1f}"/>'
-            f'<text x="{rect.x + 8:.1f}" y="{rect.y + 14:.1f}">{escape(cluster.title)}</text></g>'
+            f'<rect x="{rect.x:.1f}" y="{rect.y:.1f}" width="{rect.w:.1f}" height="{rect.h:.1f}"/></g>'
         )
     for edge, route in zip(scene.edges, drawing.routes):
         label = f"<title>{escape(edge.label)}</title>" if edge.label else ""
@@ -79,6 +79,11 @@ def to_svg(drawing: Drawing, title: str = "") -> str:
             f'<path class="edge {edge.kind}" data-source="{escape(edge.source)}" data-target="{escape(edge.target)}" '
             f'd="{_path(route, edge.kind)}" marker-end="url(#arrow)">{label}</path>'
         )
+    for cluster in scene.clusters:  # titles over the edges that pass them
+        rect = drawing.clusters.get(cluster.frame)
+        if rect is not None:
+            parts.append(f'<g class="cluster title" data-frame="{cluster.frame}" data-line="{cluster.line}">'
+                         f'<text x="{rect.x + 8:.1f}" y="{rect.y + 14:.1f}">{escape(cluster.title)}</text></g>')
     for box in scene.boxes:
         rect = drawing.boxes[box.id]
         frame = f' data-frame="{box.frame}"' if box.frame is not None else ""
