@@ -44,7 +44,9 @@ GROUPS = [(name, key) for name in TIED for key in ("canonical", "alias")]
 
 
 def load(name: str) -> flashc.Spec:
-    return flashc.load(SPECS / f"{name}.flash", **small_sets(SPECS / f"{name}.flash"))
+    spec = flashc.load(SPECS / f"{name}.flash", **small_sets(SPECS / f"{name}.flash"))
+    assert spec.parameter_count < 2_000_000, f"{name} is still large: add its size parameters to SMALL"
+    return spec
 
 
 def trained_like(spec: flashc.Spec) -> torch.nn.Module:
