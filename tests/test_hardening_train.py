@@ -406,3 +406,33 @@ def test_more_epochs_on_resume_continue_the_lr_curve(tmp_path):
     tail = lrs[40:]
     assert all(a > b for a, b in zip(tail, tail[1:])), tail  # falling all the way: never climbs back
     assert tail[0] < 0.6 * lrs40[0] and tail[-1] < 1e-3 * lrs40[0]
+
+
+def test_a_new_run_in_an_old_directory_starts_over(tmp_path):
+    spec = net("optimizer sgd(lr = 0.1)", "epochs 2")
+    spec.fit(tiny(), tmp_path, quiet=True)
+    assert json.loads((tmp_path / "last.json").read_text())["epoch"] == 2
+
+    def killed_before_the_first_checkpoint(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    from flashc.train import loop
+
+    real = loop.Trainer.train_epoch
+    loop.Trainer.train_epoch = killed_before_the_first_checkpoint
+    try:
+        with pytest.raises(RuntimeError):
+            spec.fit(tiny(), tmp_path, quiet=True)
+    finally:
+        loop.Trainer.train_epoch = real
+    assert not (tmp_path / "last").exists() and not (tmp_path / "last.json").is_symlink()  # nothing stale to resume
+    with pytest.raises(flashc.FlashError, match="nothing to resume"):
+        spec.fit(tiny(), tmp_path, resume=True, quiet=True)
+
+
+def test_fit_into_a_file_is_a_clean_error(tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep")
+    with pytest.raises(flashc.FlashError, match="exists and is not a directory"):
+        net("optimizer sgd(lr = 0.1)").fit(tiny(), existing, quiet=True)
+    assert existing.read_text() == "keep"

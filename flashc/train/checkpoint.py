@@ -182,6 +182,16 @@ def _link(run: Path, tag: str) -> None:
             raise write_error(link, exc) from None
 
 
+def remove(run: Path, tag: str) -> None:
+    """Delete checkpoint ``tag`` (its folder, links and leftovers)."""
+    recover(run, tag)
+    shutil.rmtree(run / tag, ignore_errors=True)
+    for outer in LINKS.values():
+        link = run / outer.format(tag=tag)
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+
+
 def exists(run: Path, tag: str) -> bool:
     recover(run, tag)
     return (run / tag / "manifest.json").is_file()

@@ -442,14 +442,21 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
         raise error(Span.nowhere(str(data)), f"the data has only {len(dataset)} rows: nothing left to train on")
     run = Path(out) if out is not None else None
     if run is not None:
-        run.mkdir(parents=True, exist_ok=True)
+        if run.exists() and not run.is_dir():
+            raise error(Span.nowhere(str(run)), "exists and is not a directory; the run needs a directory")
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise error(Span.nowhere(str(run)), f"cannot create the run directory: {exc.strerror or exc}") from None
     total_epochs = epochs or config.epochs
     trainer = Trainer(spec, splits, run, device, quiet, total_epochs)
     if resume:
         if run is None or not checkpoint.exists(run, "last"):
             raise error(Span.nowhere(str(run)), f"nothing to resume in {run}: no complete `last` checkpoint")
         trainer.restore("last")
-    elif run is not None:
+    elif run is not None:  # a new run in an old directory starts over: no stale checkpoint to resume by mistake
+        for tag in ("last", "best"):
+            checkpoint.remove(run, tag)
         (run / "metrics.jsonl").unlink(missing_ok=True)
     es = config.early_stop
     reason, failed, interrupted = f"finished {total_epochs} epochs", False, False
