@@ -166,6 +166,17 @@ def test_block_applying_itself_is_an_error_naming_the_cycle(how):
     assert d.span.line >= 3  # at the application that closes the cycle
 
 
+def test_a_block_nested_in_itself_as_an_argument_is_finite_and_builds():
+    body = ("  block Residual(x, f) {\n    return x + (x |> f)\n  }\n"
+            "  output y = x |> Residual(f = Residual(f = linear(4)))")
+    assert len(flashc.loads(BODY.format(body=body)).graph.nodes) == 3
+
+
+def test_recursion_with_changing_arguments_ends_at_the_depth_limit():
+    body = "  block A(x, n) {\n    return x |> A(n - 1)\n  }\n  output y = x |> A(3)"
+    assert f"nest more than {limits.MAX_DEPTH} levels deep" in message(BODY.format(body=body))
+
+
 def test_pipeline_of_100000_stages_parses_without_recursion():
     module = parse(BODY.format(body="  output y = x" + " |> relu" * 100_000))
     e, stages = module.models[0].body[-1].value, 0

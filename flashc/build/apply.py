@@ -103,7 +103,7 @@ class Apply(BuilderState):
                 self.bind(p.name, replace(value), inner, span)
             else:
                 inner.vars[p.name] = value
-        with self.entered(block.node, block.node.name, span), self.framed("block", block.node.name, prefix, span):
+        with self.entered(block.node, block.node.name, bound, span), self.framed("block", block.node.name, prefix, span):
             returned = self.run_body(block.node.body, inner)
         if returned is None:
             raise self.fail(block.node.span, f"block {block.node.name} has no `return`")

@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashc.build import limits
-from flashc.build.values import _Abort
+from flashc.build.values import Tensor, _Abort
 from flashc.diagnostics import Diagnostic, FlashError, Span
 from flashc.ir.graph import Frame, Node, Value, Weight
+
+
+def _signature(bound: dict[str, Any]) -> tuple:
+    """A block application's arguments other than tensors: numbers and strings by value, the rest by identity."""
+    plain = (bool, int, float, str, tuple)
+    return tuple(sorted((k, v if isinstance(v, plain) else id(v)) for k, v in bound.items() if not isinstance(v, Tensor)))
 
 
 @dataclass
@@ -42,7 +48,7 @@ class BuilderState:
     work: int = 0  # op and block applications so far
     weight_bytes: int = 0  # bytes of the weights created so far
     budget: tuple[int, str] = field(default_factory=limits.weight_budget)  # (bytes, where it comes from)
-    applying: list[tuple[object, str]] = field(default_factory=list)  # (block definition, name) being applied
+    applying: list[tuple[tuple, str]] = field(default_factory=list)  # ((block definition, arguments), name)
 
     @contextmanager
     def framed(self, kind: str, name: str, path: str, span: Span, count: int = 1) -> Iterator[None]:
@@ -55,18 +61,21 @@ class BuilderState:
             self.frames.pop()
 
     @contextmanager
-    def entered(self, node: object, name: str, span: Span) -> Iterator[None]:
+    def entered(self, node: object, name: str, bound: dict[str, Any], span: Span) -> Iterator[None]:
         """A block's body is being evaluated. Nothing in a spec is conditional, so a block
-        already being applied that is applied again would recurse for ever: an error naming
-        the cycle. Each application also counts against the depth and work limits."""
+        already being applied that is applied again with the same arguments (tensors aside)
+        would recurse for ever: an error naming the cycle. With other arguments it may be
+        a finite higher-order use (`Residual(f = Residual(f = mlp))`); the depth limit bounds
+        the rest. Each application also counts against the depth and work limits."""
+        key = (node, _signature(bound))
         for i, (other, _) in enumerate(self.applying):
-            if other is node:
+            if other == key:
                 cycle = " -> ".join([n for _, n in self.applying[i:]] + [name])
                 raise self.fail(span, f"block {name} applies itself: {cycle}",
                                 "a block cannot apply itself, directly or through other blocks; "
                                 "`repeat(n, Block)` stacks copies")
         self.count_work(1, span)
-        self.applying.append((node, name))
+        self.applying.append((key, name))
         self.depth += limits.BLOCK_COST
         try:
             yield
