@@ -222,6 +222,16 @@ def test_nesting_within_the_limits_builds():
 
 # --- 3. limits before work -----------------------------------------------------------------
 
+def test_many_outputs_take_linear_time_and_huge_ranks_are_refused():
+    outputs = "".join(f"  output y{i} = x |> relu\n" for i in range(3000))  # was quadratic: 20,000 took 2 minutes
+    assert len(flashc.loads(BODY.format(body=outputs)).graph.outputs) == 3000
+    rank = limits.MAX_RANK + 1
+    dims = ", ".join(["1"] * rank)
+    assert f"rank {rank} is above the limit" in message(f"model M() {{\n  input x: float32[{dims}]\n  output y = x\n}}\n")
+    assert f"`reshape` gives a tensor of rank {rank}" in message(BODY.format(
+        body="  output y = x |> reshape(" + "1, " * (rank - 1) + "4)"))
+
+
 def test_huge_repeat_count_is_refused_before_building():
     text = message(BODY.format(body="  block B(x) {\n    return x |> relu\n  }\n  output y = x |> repeat(1000000000, B)"))
     assert f"repeat count 1,000,000,000 is above the limit of {limits.MAX_WORK:,}" in text

@@ -60,3 +60,4 @@ def human_bytes(n: int) -> str:
 
 ITEMSIZE = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1,
             "bool": 1}
+MAX_RANK = 32  # axes of one tensor; torch and onnxruntime kernels stop well before a rank of 64

@@ -81,6 +81,9 @@ class Nodes(BuilderState):
             if layer is not None and layer.path is not None:
                 layer.weights = dict(weight_map)
         results = result if isinstance(result, tuple) else (result,)
+        rank = max((r.rank for r in results), default=0)
+        if rank > limits.MAX_RANK:
+            raise self.fail(span, f"`{cls.name}` gives a tensor of rank {rank:,}, above the limit of {limits.MAX_RANK} axes")
         base = f"{self.prefix}.{cls.name}" if self.prefix else cls.name  # `blocks.0.gelu`
         outs = tuple(self.new_value(base, t) for t in results)
         self.nodes.append(Node(op, tuple(inputs), outs, path, tuple(weight_map.items()), span, tuple(self.frames)))

@@ -48,6 +48,8 @@ class BuilderState:
     work: int = 0  # op and block applications so far
     weight_bytes: int = 0  # bytes of the weights created so far
     budget: tuple[int, str] = field(default_factory=limits.weight_budget)  # (bytes, where it comes from)
+    output_names: set[str] = field(default_factory=set)  # of ``outputs``
+    input_names: set[str] = field(default_factory=set)  # of ``inputs``
     applying: list[tuple[tuple, str]] = field(default_factory=list)  # ((block definition, arguments), name)
 
     @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from flashc.build import limits
 from flashc.build.identifiers import layer_name_problem, number_problem
 from flashc.build.scope import CONSTANTS, MODULE_ATTRS, Scope, class_names_taken
 from flashc.build.state import BuilderState
@@ -129,6 +130,8 @@ class Statements(BuilderState):
         scope.vars[stmt.name] = Tensor(value)
 
     def tensor_type(self, t: ast.TypeExpr, scope: Scope) -> TensorType:
+        if len(t.dims) > limits.MAX_RANK:
+            raise self.fail(t.span, f"a tensor of rank {len(t.dims):,} is above the limit of {limits.MAX_RANK} axes")
         if t.dtype not in DTYPES:
             raise self.fail(t.dtype_span, f"unknown dtype `{t.dtype}`", did_you_mean(t.dtype, DTYPES))
         if t.dtype not in INPUT_DTYPES:
@@ -210,13 +213,17 @@ class Statements(BuilderState):
             raise _Abort()
         if not isinstance(value, Tensor):
             raise self.fail(stmt.span, f"output `{stmt.name}` must be a tensor, got {describe(value)}")
-        if any(n == stmt.name for n, _ in self.outputs):
+        if len(self.output_names) != len(self.outputs) or len(self.input_names) != len(self.inputs):
+            self.output_names = {n for n, _ in self.outputs}  # sets, so many outputs cost linear time
+            self.input_names = {v.name for v in self.inputs}
+        if stmt.name in self.output_names:
             raise self.fail(stmt.span, f"output `{stmt.name}` is declared twice")
-        if any(v.name == stmt.name for v in self.inputs):
+        if stmt.name in self.input_names:
             raise self.fail(stmt.span, f"output `{stmt.name}` has the name of an input", "give the output its own name")
         scope.vars[stmt.name] = value
         self.renames[value.value.name] = stmt.name
         self.outputs.append((stmt.name, value.value))
+        self.output_names.add(stmt.name)
 
     def constant(self, value: Any, span: Span, what: str) -> Any:
         if isinstance(value, (bool, int, float, str)) or (isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value)):
