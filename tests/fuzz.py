@@ -149,6 +149,15 @@ def _worker(conn: Connection, seed: int, cwd: str) -> None:
         conn.send((index, *run_case(text, overrides)))
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Pool:
     """Worker processes, each given one case at a time; a case past the time limit is a hang
     (its worker is killed and replaced)."""
@@ -164,7 +173,7 @@ class Pool:
         proc = self.ctx.Process(target=_worker, args=(child, self.seed, self.cwd), daemon=True)
         proc.start()
         child.close()
-        return [proc, parent, None, 0.0]  # process, connection, case index, started at
+        return [proc, parent, None, 0.0, 0.0]  # process, connection, case index, started at, its CPU seconds then
 
     def run(self, indices: range, on_result: Any) -> None:
         pending = iter(indices)
@@ -184,8 +193,8 @@ class Pool:
                         index, outcome, detail = slot[2], "traceback", "worker process died"
                         slot[:] = self._start()
                     on_result(index, outcome, detail)
-                elif now - slot[3] > self.timeout:
-                    on_result(slot[2], "hang", f"no answer after {self.timeout:.0f} s")
+                elif self._hung(slot, now):
+                    on_result(slot[2], "hang", f"no answer after {self.timeout:.0f} s of CPU time")
                     slot[0].kill()
                     slot[0].join()
                     slot[:] = self._start()
@@ -195,16 +204,24 @@ class Pool:
                 busy -= 1
                 busy += self._feed(slot, pending)
 
+    def _hung(self, slot: list[Any], now: float) -> bool:
+        """Past the limit in CPU time: a machine busy with other work only makes a case slower, not hung.
+        A case that waits without computing (a blocking read) is caught by wall time, ten limits long."""
+        if now - slot[3] <= self.timeout:
+            return False
+        cpu = _cpu_seconds(slot[0].pid)
+        return cpu is None or cpu - slot[4] > self.timeout or now - slot[3] > 10 * self.timeout
+
     def _feed(self, slot: list[Any], pending: Any) -> int:
         index = next(pending, None)
         if index is None:
             return 0
         slot[1].send(index)
-        slot[2], slot[3] = index, time.monotonic()
+        slot[2], slot[3], slot[4] = index, time.monotonic(), _cpu_seconds(slot[0].pid) or 0.0
         return 1
 
     def close(self) -> None:
-        for proc, conn, _, _ in self.slots:
+        for proc, conn, *_ in self.slots:
             try:
                 conn.send(None)
             except OSError:
