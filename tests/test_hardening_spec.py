@@ -66,6 +66,15 @@ def test_import_of_a_system_file_is_refused_without_reading_it(tmp_path, path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_non_spec_file_given_as_the_spec_is_not_quoted(tmp_path):
+    secret = tmp_path / "credentials.txt"
+    secret.write_text("api_token_8c1f = hunter2\n")
+    done = cli("check", secret)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "credentials.txt:1:1: error: syntax error: this does not read as a flash spec" in done.stderr
+    assert "api_token_8c1f" not in done.stderr and "hunter2" not in done.stderr
+
+
 def test_import_outside_the_folder_is_refused_even_as_a_flash_file(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "lib.flash").write_text(LIBRARY)

@@ -19,9 +19,17 @@ from flashc.syntax.parser import parse
 def build(source: str, file: str = "<input>", overrides: dict[str, Any] | None = None,
           model: str | None = None, base: Path | None = None, include: tuple[str | Path, ...] = ()) -> Graph:
     """Parse, evaluate and check a spec; raise FlashError with every problem found."""
-    sources = {file: source}
+    # errors quote the lines of .flash specs (and of text given in memory), never of another file
+    # handed over by mistake or malice (`flashc check /etc/shadow-like-file`)
+    sources = {file: source} if file.endswith(".flash") or file.startswith("<") else {}
     try:
-        module = parse(source, file)
+        try:
+            module = parse(source, file)
+        except FlashError as exc:
+            if sources:
+                raise
+            span = exc.diagnostics[0].span  # a file that is not a spec: say where, not what
+            raise error(span, "syntax error: this does not read as a flash spec", "specs are .flash files") from None
         problems = check_declarations(module) + check_duplicates(module)
         if problems:
             raise FlashError(problems, sources)
