@@ -222,3 +222,15 @@ def test_chromium_opens_a_block_on_click_and_shows_its_source_line(tmp_path):
     assert "layer2: sequential(2)" in picture  # layer2 is open: its frame and its two blocks
     assert picture.count("BasicBlock") >= 2
     assert f"{line} | " in dom  # the side panel quotes the source line the block is applied on
+
+
+def test_a_box_from_an_imported_file_names_that_file(tmp_path):
+    (tmp_path / "lib.flash").write_text("model L {\n  input x: float32[B, 4]\n  block Twice(x) {\n"
+                                        "    return x |> linear(4) |> relu\n  }\n  output y = x |> Twice\n}\n")
+    (tmp_path / "m.flash").write_text('from "lib.flash" import Twice\nmodel M {\n  input x: float32[B, 4]\n'
+                                      "  output y = x |> Twice\n}\n")
+    svg = render(flashc.load(tmp_path / "m.flash").graph, 1)
+    found = {b["texts"][0][0]: b for b in boxes(svg).values()}
+    assert found["linear"]["line"] == 0  # line 4 of lib.flash is not line 4 of m.flash
+    assert "twice.linear: linear -&gt; float32[B, 4] (lib.flash:4)" in svg
+    assert 'data-line="4"' in svg  # the block applied on line 4 of m.flash

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flashc.check import fresh_params
 from flashc.ir.graph import Frame, Graph, Node
@@ -128,6 +129,10 @@ def build_scene(graph: Graph, open_frames: Iterable[int] = ()) -> Scene:
             cluster.members = [b.id for b in scene.boxes[start:]]
 
     place(tree(graph), "", 0, None)
+    for box in scene.boxes:  # a block imported from another file: name the file, keep lines for this one
+        if box.line and box.file and box.file != graph.span.file:
+            box.detail += f" ({Path(box.file).name}:{box.line})"
+            box.line = 0
 
     for node in graph.nodes:
         for value in node.outputs:
