@@ -1,0 +1,99 @@
+"""Convolutional nets of the zoo against their references with the same weights, in PyTorch and
+onnxruntime (<= 1e-4), at the published channel sizes on small images.
+
+torchvision does not import with the CPU build of torch used here, so each reference is
+torchvision's architecture reproduced in plain torch.nn from its published source, with
+torchvision's module names: the spec takes the reference's state dict as it is (no renames).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from zoo_reference import assert_matches_reference, numpy_state, perturb
+
+import flashc
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                act: type[nn.Module] | None = nn.ReLU6, eps: float = 1e-5) -> nn.Sequential:
+    """torchvision.ops.Conv2dNormActivation: conv (no bias), batchnorm, activation: children 0, 1, 2."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout, eps=eps)]
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def check_image_net(name: str, reference: nn.Module, sizes: tuple[tuple[int, int, int], ...], seed: int,
+                    **overrides) -> None:
+    """The spec takes the reference's state dict as it is and gives its logits at every (batch, H, W)."""
+    spec = flashc.load(SPECS / f"{name}.flash", **overrides)
+    reference = perturb(reference, seed=seed, std=0.1)
+    trainable = sum(p.numel() for p in reference.parameters())
+    assert spec.parameter_count == trainable
+    weights = numpy_state(reference)
+    rng = np.random.default_rng(seed)
+    for batch, h, w in sizes:
+        image = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            want = reference(torch.from_numpy(image)).numpy()
+        assert_matches_reference(spec, weights, {"image": image}, want)
+
+
+# --- MobileNetV2 (torchvision.models.mobilenetv2) ----------------------------------------------
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        hidden = round(inp * expand_ratio)
+        self.use_res_connect = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(conv_bn_act(inp, hidden, 1))
+        layers += [conv_bn_act(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, oup, 1, bias=False),
+                   nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1))  # t, c, n, s of the paper's Table 2
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        features: list[nn.Module] = [conv_bn_act(3, 32, 3, 2)]
+        channels = 32
+        for t, c, n, s in self.SETTING:
+            for i in range(n):
+                features.append(InvertedResidual(channels, c, s if i == 0 else 1, t))
+                channels = c
+        features.append(conv_bn_act(channels, 1280, 1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def test_mobilenet_v2_full_size_has_torchvision_state_dict():
+    spec = flashc.load(SPECS / "mobilenet_v2.flash")
+    ref = MobileNetV2()
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: w.spec.shape for k, w in spec.graph.weights.items()}
+    assert spec.parameter_count == sum(p.numel() for p in ref.parameters()) == 3_504_872
+
+
+def test_mobilenet_v2_matches_torchvision_architecture():
+    torch.manual_seed(0)
+    check_image_net("mobilenet_v2", MobileNetV2(num_classes=10), ((1, 32, 32), (2, 40, 56)), seed=0, classes=10)
