@@ -184,7 +184,8 @@ def test_conv2d_on_a_rank_2_input():
 
 def test_attention_heads_must_divide_the_width():
     src = "model M() {\n  input a: float32[B, T, 10]\n  output y = a |> attention(3)\n}\n"
-    check(src, 3, 19, "attention: heads=3 must divide the width 10")
+    check(src, 3, 19, "attention: heads=3 must divide the width 10",
+          "or give `head_dim` (then q, k, v project to heads * head_dim features)")
 
 
 def test_reshape_with_the_wrong_element_count():
