@@ -9,7 +9,7 @@ from typing import Any
 from flashc.build import build, read_source
 from flashc.check import render_table, summary, to_json
 from flashc.ir.graph import Graph
-from flashc.weights import check_weights, init_weights, load_safetensors
+from flashc.weights import init_weights
 
 Weights = dict[str, Any] | str | Path | None
 
@@ -55,11 +55,26 @@ class Spec:
         """Seeded weights as numpy arrays, keyed by state-dict path."""
         return init_weights(self.graph, seed)
 
-    def to_torch(self, weights: Weights = None, seed: int = 0) -> Any:
-        """A torch.nn.Module; weights from a dict/state_dict or a .safetensors path."""
+    def to_torch(self, weights: Weights = None, seed: int = 0, **reading: Any) -> Any:
+        """A torch.nn.Module; weights from a dict/state_dict, or a checkpoint path (see :meth:`open_weights`)."""
         from flashc.backends.torch import to_torch
+        from flashc.loader import materialize
 
-        return to_torch(self.graph, _weights(self.graph, weights), seed)
+        if isinstance(weights, (str, Path)):
+            weights = materialize(self.open_weights(weights, seed=seed, **reading))
+        return to_torch(self.graph, weights, seed)
+
+    def open_weights(self, path: str | Path, *, map: str | Path | None = None, allow_missing: bool = False,
+                     allow_unexpected: bool = False, seed: int = 0) -> Any:
+        """A checkpoint as it is (.safetensors file, Hugging Face folder, sharded or not, a torch
+        pickle) under this spec's weight names, read through ``map`` or the best-fitting
+        ``NAME.*.map`` beside the spec; dtypes converted; tensors read when used. Missing,
+        unexpected and misshapen keys are one error unless allowed (missing ones keep the
+        seeded initial values)."""
+        from flashc.loader import open_weights
+
+        return open_weights(self.graph, path, self.path, map_path=map, allow_missing=allow_missing,
+                            allow_unexpected=allow_unexpected, seed=seed)
 
     def torch_source(self) -> str:
         from flashc.backends.torch import torch_source
@@ -78,22 +93,18 @@ class Spec:
         return fit(self, data, out, epochs=epochs, resume=resume, device=device, quiet=quiet)
 
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
-                opset: int | None = None) -> Any:
+                opset: int | None = None, **reading: Any) -> Any:
         """An in-memory onnx.ModelProto; with ``path``, the model is streamed to that file one
-        weight at a time instead (large models never sit in memory) and the path is returned."""
+        weight at a time instead (large models never sit in memory) and the path is returned.
+        A checkpoint path is read as :meth:`open_weights` says (``reading``: its options)."""
         from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model, write_onnx
 
+        if isinstance(weights, (str, Path)):
+            weights = self.open_weights(weights, seed=seed, **reading)
         if path is None:
             return to_onnx_model(self.graph, weights, seed, opset or DEFAULT_OPSET)
         write_onnx(path, self.graph, weights, seed, opset or DEFAULT_OPSET)
         return Path(path)
-
-
-def _weights(graph: Graph, weights: Weights) -> dict[str, Any] | None:
-    """Weights from a .safetensors path or a mapping, checked against the graph (errors name the file)."""
-    if isinstance(weights, (str, Path)):
-        return check_weights(graph, load_safetensors(weights), str(weights))
-    return weights
 
 
 def load(path: str | Path, /, *, include: tuple[str | Path, ...] = (), **overrides: Any) -> Spec:

@@ -85,18 +85,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     also = [out.with_name(f"{out.name}.data")] if args.target == "onnx" else []  # external data of large models
     check_output_file(out, [("spec", args.spec), ("weights file", args.weights)], also)
     spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
+    weights = open_weights(spec, args) if args.weights else None
     if args.target == "torch":
         from flashc.weights import write_atomic
 
-        if args.weights:
-            from flashc.weights import check_weights, load_safetensors
-
-            check_weights(spec.graph, load_safetensors(args.weights), args.weights)
         write_atomic(out, spec.torch_source().encode("utf-8"))
     else:
         from flashc.backends.onnx import DEFAULT_OPSET, write_onnx
 
-        write_onnx(out, spec.graph, args.weights, args.seed, args.opset or DEFAULT_OPSET)
+        write_onnx(out, spec.graph, weights, args.seed, args.opset or DEFAULT_OPSET)
         if args.dtype == "float16":
             from flashc.backends.onnx_post import to_float16
 
@@ -107,6 +104,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
             quantize_int8(out)
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target})")
     return 0
+
+
+def open_weights(spec: flashc.Spec, args: argparse.Namespace) -> Any:
+    """`--weights` as the spec sees it (checked now); what was relaxed is said on stderr."""
+    weights = spec.open_weights(args.weights, map=args.map, allow_missing=args.allow_missing,
+                                allow_unexpected=args.allow_unexpected, seed=args.seed)
+    if weights.initialised:
+        print(f"note: {len(weights.initialised)} weight(s) not in {args.weights} keep their seeded initial values "
+              f"(seed {args.seed}): {', '.join(weights.initialised[:5])}", file=sys.stderr)
+    if weights.plan.unexpected and args.allow_unexpected:
+        print(f"note: {len(weights.plan.unexpected)} key(s) of {args.weights} are not used: "
+              f"{', '.join(weights.plan.unexpected[:5])}", file=sys.stderr)
+    return weights
 
 
 def read_run_config(run: Path) -> dict[str, Any]:
@@ -343,7 +353,12 @@ def parser() -> argparse.ArgumentParser:
     spec_args(c)
     c.add_argument("--target", choices=("torch", "onnx"), required=True)
     c.add_argument("-o", "--output", required=True, help="the file to write (written atomically)")
-    c.add_argument("--weights", help="a .safetensors file of trained weights (default: seeded initialisation)")
+    c.add_argument("--weights", metavar="PATH", help="a checkpoint: .safetensors file, Hugging Face folder "
+                   "(sharded or not) or .pth; read through the spec's NAME.*.map (default: seeded initialisation)")
+    c.add_argument("--map", metavar="FILE", help="the checkpoint map to read --weights through (default: the "
+                   "best fit among the spec's NAME.*.map files, or the spec's own names)")
+    c.add_argument("--allow-missing", action="store_true", help="weights the checkpoint lacks keep their seeded values")
+    c.add_argument("--allow-unexpected", action="store_true", help="ignore checkpoint keys the spec does not use")
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23; 17-22 decompose attention)")
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32",

@@ -55,6 +55,10 @@ def iter_init(graph: Graph, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
         yield path, np.array(arr, dtype=dtype, order="C", copy=arr.dtype != dtype)
 
 
+class CheckedWeights(Mapping[str, np.ndarray]):
+    """Weights already checked against a graph, read lazily by path (a checkpoint seen through a map)."""
+
+
 class WeightSource:
     """Where an export reads weights from, one tensor at a time, checked up front."""
 
@@ -62,7 +66,7 @@ class WeightSource:
         self.graph, self.weights, self.seed = graph, weights, seed
         if isinstance(weights, (str, Path)):
             self._check_file(Path(weights))
-        elif weights is not None:
+        elif weights is not None and not isinstance(weights, CheckedWeights):  # a checkpoint streams as it is
             self.weights = check_weights(graph, weights)
 
     def _check_file(self, path: Path) -> None:
@@ -116,14 +120,27 @@ def resolve_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Call
     same values (``read`` fetches one by key), since the model keeps one tensor. Missing or
     misshapen weights are reported together, naming the file.
     """
+    keys, missing, misshapen = match_keys(graph, shapes, read, origin)
+    problems = [f"`{path}` is missing" + (f" (nor under its tied name {_names(also)})" if also else "")
+                for path, also in missing] + misshapen
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise error(Span.nowhere(origin), f"{origin} do not fit model {graph.name}: {shown}")
+    return keys
+
+
+def match_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any],
+               origin: str) -> tuple[dict[str, str], list[tuple[str, list[str]]], list[str]]:
+    """:func:`resolve_keys` without raising: the keys found, the missing paths (with their tied
+    names) and the misshapen ones; disagreeing tied copies are still an error at once."""
     aliases = tied_names(graph)
-    problems: list[str] = []
+    missing: list[tuple[str, list[str]]] = []
+    misshapen: list[str] = []
     keys: dict[str, str] = {}
     for path, w in graph.weights.items():
         present = [k for k in (path, *aliases.get(path, ())) if k in shapes]
         if not present:
-            also = aliases.get(path)
-            problems.append(f"`{path}` is missing" + (f" (nor under its tied name {_names(also)})" if also else ""))
+            missing.append((path, aliases.get(path, [])))
             continue
         key = present[0]
         for other in present[1:]:
@@ -133,12 +150,10 @@ def resolve_keys(graph: Graph, shapes: Mapping[str, tuple[int, ...]], read: Call
                             f"keep one of them (the spec ties them: {_names([path, *aliases[path]])})")
         if tuple(shapes[key]) != w.spec.shape:
             tied = f" (tied to `{path}`)" if key != path else ""
-            problems.append(f"`{key}`{tied} has shape {list(shapes[key])}, the spec needs {list(w.spec.shape)}")
+            misshapen.append(f"`{key}`{tied} has shape {list(shapes[key])}, the spec needs {list(w.spec.shape)}")
+            continue
         keys[path] = key
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise error(Span.nowhere(origin), f"{origin} do not fit model {graph.name}: {shown}")
-    return keys
+    return keys, missing, misshapen
 
 
 def _names(keys: list[str]) -> str:
