@@ -263,20 +263,25 @@ def test_set_depth_to_a_billion_does_not_hang_check(value):
 def test_a_trillion_wide_layer_is_refused_at_check_with_the_number_and_the_budget():
     for d in ("1000000000000", "10**12"):
         text = message(f"model M(d = {d}) {{\n  input x: float32[B, 4]\n  output y = x |> linear(d)\n}}\n")
-        assert "`linear.weight` [1000000000000, 4] has 4,000,000,000,000 parameters" in text
-        assert "14.6 TiB, above the budget of" in text and limits.BUDGET_ENV in text
+        assert "`linear.weight` [1000000000000, 4] has 4,000,000,000,000 parameters (14.6 TiB), more than" in text
+        assert "holds at once" in text and limits.BUDGET_ENV in text
 
 
 def test_gpt2_with_a_trillion_wide_embedding_fails_check_on_the_command_line():
     done = cli("check", GPT2, "--set", "d=1000000000000", "--set", "heads=1", timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "above the budget of" in done.stderr and "parameters" in done.stderr
+    assert "`wte.weight` [50257, 1000000000000] has 50,257,000,000,000,000 parameters" in done.stderr
+    assert "holds at once" in done.stderr
 
 
 def test_the_budget_is_set_by_the_environment(monkeypatch):
     text = BODY.format(body="  output y = x |> linear(1000)")  # 5,000 parameters, 20,000 bytes
-    monkeypatch.setenv(limits.BUDGET_ENV, "16K")
-    assert "above the budget of 16.0 KiB (FLASHC_MAX_BYTES=16K)" in message(text)
+    monkeypatch.setenv(limits.BUDGET_ENV, "12K")
+    assert "(15.6 KiB), more than 12.0 KiB (FLASHC_MAX_BYTES=12K) holds at once" in message(text)
+    three = BODY.format(body="  output y = x |> linear(300) |> linear(300) |> linear(300)")  # no weight over 360,000 B
+    monkeypatch.setenv(limits.BUDGET_ENV, "500K")
+    assert ("with `linear_2.weight` (90,000 parameters) the weights reach 710.2 KiB, above the budget of 500.0 KiB "
+            "(FLASHC_MAX_BYTES=500K)") in message(three)
     monkeypatch.setenv(limits.BUDGET_ENV, "1M")
     assert flashc.loads(text).parameter_count == 5_000
     monkeypatch.setenv(limits.BUDGET_ENV, "lots")
@@ -284,10 +289,18 @@ def test_the_budget_is_set_by_the_environment(monkeypatch):
         flashc.loads(text)
 
 
-def test_default_budget_is_the_machine_memory(monkeypatch):
+def test_default_budget_each_weight_in_memory_all_of_them_at_least_a_tebibyte(monkeypatch):
     monkeypatch.delenv(limits.BUDGET_ENV, raising=False)
-    budget, origin = limits.weight_budget()
-    assert origin == "this machine's memory" and budget == limits.machine_memory()
+    budget = limits.weight_budget()
+    assert (budget.tensor, budget.tensor_origin) == (limits.machine_memory(), "this machine's memory")
+    assert budget.total == max(2**40, budget.tensor)
+
+
+def test_a_large_real_model_checks_on_a_small_machine(monkeypatch):
+    """GPT-2 at 48 layers of width 1600 (1.5 billion parameters, 6 GiB) with 1 GiB per weight allowed."""
+    monkeypatch.setattr(limits, "machine_memory", lambda: 2**30)
+    spec = flashc.load(GPT2, depth=48, d=1600, heads=25)
+    assert spec.parameter_count > 1_500_000_000
 
 
 # --- 4. names and numbers ------------------------------------------------------------------

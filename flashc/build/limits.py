@@ -8,14 +8,18 @@ out-of-memory crash.
 - Work: op applications plus block applications in one model, up to :data:`MAX_WORK`
   (GPT-2 small needs about 300; a 100,000-stage pipeline fits). A `repeat` count above it
   is refused before the first copy is built.
-- Memory: the bytes of all weights, up to a budget that defaults to the machine's memory
-  and is set with ``FLASHC_MAX_BYTES`` (``4000000000``, ``512M``, ``64G``, ``1.5T``).
+- Memory: each weight must fit in the machine's memory (compiling holds one weight at a
+  time, streaming the rest to disk), and all weights together must stay within a budget of
+  at least 1 TiB or the machine's memory if larger. ``FLASHC_MAX_BYTES`` (``4000000000``,
+  ``512M``, ``64G``, ``1.5T``) sets both: no weight and no total above it. So `check` of a
+  7B-parameter model works on a laptop, and a layer `d = 10**12` wide is refused at once.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from flashc.diagnostics import Span, error
 
@@ -24,6 +28,7 @@ BLOCK_COST = 3
 MAX_WORK = 250_000
 BUDGET_ENV = "FLASHC_MAX_BYTES"
 FALLBACK_BUDGET = 16 * 2**30  # where the machine's memory cannot be read
+MIN_TOTAL = 2**40  # the default budget for all weights: 1 TiB
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -35,17 +40,28 @@ def machine_memory() -> int | None:
         return None
 
 
-def weight_budget() -> tuple[int, str]:
-    """(bytes, where that number comes from) for the weights of one model."""
+@dataclass(frozen=True)
+class Budget:
+    """Byte limits for one weight and for all weights, each with where it comes from."""
+
+    tensor: int
+    tensor_origin: str
+    total: int
+    total_origin: str
+
+
+def weight_budget() -> Budget:
     raw = os.environ.get(BUDGET_ENV, "").strip()
     if raw:
         match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", raw, re.IGNORECASE)
         if not match:
             raise error(Span.nowhere(BUDGET_ENV), f"cannot read {BUDGET_ENV}={raw!r}",
                         "give bytes, or a number with K, M, G or T: 64G")
-        return int(float(match.group(1)) * _UNITS[match.group(2).upper()]), f"{BUDGET_ENV}={raw}"
+        limit = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+        return Budget(limit, f"{BUDGET_ENV}={raw}", limit, f"{BUDGET_ENV}={raw}")
     memory = machine_memory()
-    return (FALLBACK_BUDGET, "the default") if memory is None else (memory, "this machine's memory")
+    tensor, origin = (FALLBACK_BUDGET, "the default") if memory is None else (memory, "this machine's memory")
+    return Budget(tensor, origin, max(MIN_TOTAL, tensor), "the default" if tensor < MIN_TOTAL else origin)
 
 
 def human_bytes(n: int) -> str:

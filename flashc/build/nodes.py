@@ -17,15 +17,19 @@ class Nodes(BuilderState):
     def charge(self, path: str, spec: WeightSpec, span: Span) -> None:
         """Count a new weight's bytes; past the budget the build stops here, before anything is allocated."""
         added = spec.size * limits.ITEMSIZE.get(spec.dtype, 8)
+        budget, hint = self.budget, (f"check the sizes (and --set values) this layer comes from; "
+                                     f"{limits.BUDGET_ENV} sets the limit (bytes, or 64G)")
+        if added > budget.tensor:
+            raise self.fail(span, f"`{path}` {list(spec.shape)} has {spec.size:,} parameters "
+                                  f"({limits.human_bytes(added)}), more than {limits.human_bytes(budget.tensor)} "
+                                  f"({budget.tensor_origin}) holds at once", hint)
         self.weight_bytes += added
-        if self.weight_bytes - added > self.budget[0]:
+        if self.weight_bytes - added > budget.total:
             raise _Abort()  # reported once, at the weight that crossed the budget
-        if self.weight_bytes > self.budget[0]:
-            raise self.fail(span, f"`{path}` {list(spec.shape)} has {spec.size:,} parameters; the weights reach "
+        if self.weight_bytes > budget.total:
+            raise self.fail(span, f"with `{path}` ({spec.size:,} parameters) the weights reach "
                                   f"{limits.human_bytes(self.weight_bytes)}, above the budget of "
-                                  f"{limits.human_bytes(self.budget[0])} ({self.budget[1]})",
-                            f"check the sizes (and --set values) this layer comes from; {limits.BUDGET_ENV} "
-                            "sets the budget (bytes, or 64G)")
+                                  f"{limits.human_bytes(budget.total)} ({budget.total_origin})", hint)
 
     def emit(self, cls: type[Op], attrs: dict, inputs: list[Value | None], span: Span, scope: Scope | None,
              layer: Layer | None = None, ties: dict[str, WeightRef] | None = None) -> Any:

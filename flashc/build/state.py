@@ -47,7 +47,7 @@ class BuilderState:
     depth: int = 0  # nesting being evaluated, in the units of flashc.build.limits
     work: int = 0  # op and block applications so far
     weight_bytes: int = 0  # bytes of the weights created so far
-    budget: tuple[int, str] = field(default_factory=limits.weight_budget)  # (bytes, where it comes from)
+    budget: limits.Budget = field(default_factory=limits.weight_budget)
     output_names: set[str] = field(default_factory=set)  # of ``outputs``
     input_names: set[str] = field(default_factory=set)  # of ``inputs``
     applying: list[tuple[tuple, str]] = field(default_factory=list)  # ((block definition, arguments), name)
