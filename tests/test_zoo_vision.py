@@ -97,3 +97,57 @@ def test_mobilenet_v2_full_size_has_torchvision_state_dict():
 def test_mobilenet_v2_matches_torchvision_architecture():
     torch.manual_seed(0)
     check_image_net("mobilenet_v2", MobileNetV2(num_classes=10), ((1, 32, 32), (2, 40, 56)), seed=0, classes=10)
+
+
+# --- DCGAN (the PyTorch DCGAN tutorial's Generator and Discriminator) ---------------------------
+
+
+class Generator(nn.Module):
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, ndf: int = 64, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.main(image).view(-1)  # the tutorial's output.view(-1)
+
+
+def test_dcgan_tutorial_sizes():
+    path = SPECS / "dcgan.flash"
+    assert flashc.load(path).parameter_count == sum(p.numel() for p in Generator().parameters()) == 3_576_704
+    spec = flashc.load_model(path, "Discriminator")
+    assert spec.parameter_count == sum(p.numel() for p in Discriminator().parameters()) == 2_765_568
+    assert spec.outputs == {"real": "float32[B]"}
+
+
+def test_dcgan_pair_matches_the_tutorial_modules():
+    """Generator and discriminator take the tutorial's state dicts as they are; D(G(z)) agrees too."""
+    torch.manual_seed(1)
+    path = SPECS / "dcgan.flash"
+    generator = perturb(Generator(ngf=8), seed=1)
+    discriminator = perturb(Discriminator(ndf=8), seed=2)
+    g_spec, d_spec = flashc.load(path, ngf=8), flashc.load_model(path, "Discriminator", {"ndf": 8})
+    z = np.random.default_rng(1).standard_normal((3, 100, 1, 1)).astype(np.float32)
+    with torch.no_grad():
+        fake = generator(torch.from_numpy(z))
+        real = discriminator(fake)
+    assert_matches_reference(g_spec, numpy_state(generator), {"z": z}, fake.numpy())
+    assert_matches_reference(d_spec, numpy_state(discriminator), {"image": fake.numpy()}, real.numpy())
