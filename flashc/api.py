@@ -55,6 +55,14 @@ class Spec:
         """Seeded weights as numpy arrays, keyed by state-dict path."""
         return init_weights(self.graph, seed)
 
+    def save_weights(self, path: str | Path, weights: Any = None, seed: int = 0) -> Path:
+        """Write ``weights`` (a state dict, e.g. a trained module's; numpy arrays; an opened checkpoint)
+        or the seeded initial ones to a .safetensors file, tied tensors once. `--weights`,
+        ``to_torch(weights=path)`` and ``to_onnx(weights=path)`` read it back."""
+        from flashc.saving import save_weights
+
+        return save_weights(self.graph, path, weights, seed)
+
     def to_torch(self, weights: Weights = None, seed: int = 0, **reading: Any) -> Any:
         """A torch.nn.Module; weights from a dict/state_dict, or a checkpoint path (see :meth:`open_weights`)."""
         from flashc.backends.torch import to_torch

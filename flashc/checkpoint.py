@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from flashc.diagnostics import Span, error
+from flashc.weights import atomic_files
 
 # safetensors dtype -> (numpy dtype as stored, itemsize)
 STORED = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
@@ -205,3 +206,31 @@ def _pickle(p: Path) -> Checkpoint:
     ckpt = Checkpoint(str(p), tensors=tensors)
     ckpt.entries = {k: Entry(p, "F32", tuple(v.shape), 0) for k, v in tensors.items()}
     return ckpt
+
+
+SAFETENSORS_DTYPES = {np.dtype(v).name: k for k, v in STORED.items() if k != "BF16"}
+
+
+def write_safetensors(path: str | Path, layout: dict[str, tuple[str, tuple[int, ...]]], tensors: Any,
+                      metadata: dict[str, str] | None = None) -> None:
+    """Stream ``tensors`` ((name, array) pairs, in ``layout``'s order) into a .safetensors file.
+
+    ``layout`` gives each name's dtype and shape up front, so the header is written first and
+    each tensor follows as it comes: a model larger than memory can be written. Atomic.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata or {})}
+    offset = 0
+    for name, (dtype, shape) in layout.items():
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        header[name] = {"dtype": SAFETENSORS_DTYPES[np.dtype(dtype).name], "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # tensors start 8-byte aligned, as safetensors writes them
+    with atomic_files(Path(path)) as (fh, _):
+        fh.write(struct.pack("<Q", len(blob)) + blob)
+        order = iter(layout.items())
+        for name, array in tensors:
+            expected, (dtype, shape) = next(order)
+            assert name == expected and tuple(array.shape) == tuple(shape), (name, expected)
+            fh.write(memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B"))

@@ -37,6 +37,10 @@ EXAMPLES = {
     "graph": "examples:\n  flashc graph specs/gpt2.flash -o gpt2.svg --depth 2\n"
              "  flashc graph specs/resnet18.flash -o resnet18.html     # blocks open on click",
     "lsp": "example:\n  flashc lsp 2> lsp.log     # started by an editor (editors/vscode/), speaks LSP on stdin/stdout",
+    "init": "examples:\n  flashc init specs/gpt2.flash -o gpt2.safetensors --seed 0 --set depth=2\n"
+            "  flashc init specs/gpt2.flash -o gpt2.safetensors --weights hf_gpt2/     # a checkpoint in the spec's names",
+    "new": "example:\n  flashc new --from-hf path/to/config.json -o model.flash     # writes model.flash and model.hf.map\n"
+           "  flashc compile model.flash --target onnx -o model.onnx --weights path/to/",
     "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
@@ -102,7 +106,28 @@ def cmd_compile(args: argparse.Namespace) -> int:
             from flashc.backends.onnx_post import quantize_int8
 
             quantize_int8(out)
-    print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target})")
+    if args.target == "torch":
+        held = ("PyTorch's default initialisation; load weights with safetensors.torch.load_model(model, FILE), "
+                f"e.g. FILE from `flashc init {args.spec} -o w.safetensors --seed {args.seed}` (the ONNX target's weights)")
+    else:
+        held = f"from {args.weights}" if args.weights else f"seeded initialisation, seed {args.seed} (as `flashc init`)"
+    print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target}; weights: {held})")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from flashc.outputs import check_output_file
+
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0, got {args.seed}")
+    out = Path(args.output)
+    check_output_file(out, [("spec", args.spec), ("weights", args.weights)])
+    spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
+    weights = open_weights(spec, args) if args.weights else None
+    spec.save_weights(out, weights, args.seed)
+    held = f"from {args.weights}" if args.weights else f"seeded initialisation, seed {args.seed}"
+    print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters in {len(spec.graph.weights)} tensors; "
+          f"weights: {held})")
     return 0
 
 
@@ -343,6 +368,14 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--include", action="append", default=[], metavar="DIR",
                        help="a folder `import` may read from, besides the spec's own folder tree")
 
+    def weight_args(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--weights", metavar="PATH", help="a checkpoint: .safetensors file, Hugging Face folder "
+                       "(sharded or not) or .pth; read through the spec's NAME.*.map (default: seeded initialisation)")
+        c.add_argument("--map", metavar="FILE", help="the checkpoint map to read --weights through (default: the "
+                       "best fit among the spec's NAME.*.map files, or the spec's own names)")
+        c.add_argument("--allow-missing", action="store_true", help="weights the checkpoint lacks keep their seeded values")
+        c.add_argument("--allow-unexpected", action="store_true", help="ignore checkpoint keys the spec does not use")
+
     c = command("check", "Parse and check a spec; print each layer's output shape and parameters.")
     spec_args(c)
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -353,18 +386,20 @@ def parser() -> argparse.ArgumentParser:
     spec_args(c)
     c.add_argument("--target", choices=("torch", "onnx"), required=True)
     c.add_argument("-o", "--output", required=True, help="the file to write (written atomically)")
-    c.add_argument("--weights", metavar="PATH", help="a checkpoint: .safetensors file, Hugging Face folder "
-                   "(sharded or not) or .pth; read through the spec's NAME.*.map (default: seeded initialisation)")
-    c.add_argument("--map", metavar="FILE", help="the checkpoint map to read --weights through (default: the "
-                   "best fit among the spec's NAME.*.map files, or the spec's own names)")
-    c.add_argument("--allow-missing", action="store_true", help="weights the checkpoint lacks keep their seeded values")
-    c.add_argument("--allow-unexpected", action="store_true", help="ignore checkpoint keys the spec does not use")
+    weight_args(c)
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23; 17-22 decompose attention)")
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="float16: weights and compute in half precision (inputs/outputs stay float32)")
     c.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of MatMul/Gemm weights")
     c.set_defaults(func=cmd_compile)
+
+    c = command("init", "Write a spec's weights to a .safetensors file (seeded, or a checkpoint in the spec's names).")
+    spec_args(c)
+    c.add_argument("-o", "--output", required=True, help="the .safetensors file to write (written atomically)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0; as compile uses)")
+    weight_args(c)
+    c.set_defaults(func=cmd_init)
 
     c = command("train", "Train a spec on data as its `train` section says; checkpoints and metrics go to RUN/.")
     c.add_argument("spec", nargs="?", help="the .flash file (not needed with --resume)")
