@@ -151,3 +151,67 @@ def test_dcgan_pair_matches_the_tutorial_modules():
         real = discriminator(fake)
     assert_matches_reference(g_spec, numpy_state(generator), {"z": z}, fake.numpy())
     assert_matches_reference(d_spec, numpy_state(discriminator), {"image": fake.numpy()}, real.numpy())
+
+
+# --- EfficientNet-B0 (torchvision.models.efficientnet) -----------------------------------------
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation with SiLU inside, as MBConv uses it."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(channels, squeeze, 1), nn.Conv2d(squeeze, channels, 1)
+        self.activation, self.scale_activation = nn.SiLU(), nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, expand: int, kernel: int, stride: int, cin: int, cout: int) -> None:
+        super().__init__()
+        self.use_res_connect = stride == 1 and cin == cout
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if hidden != cin:
+            layers.append(conv_bn_act(cin, hidden, 1, act=nn.SiLU))
+        layers += [conv_bn_act(hidden, hidden, kernel, stride, groups=hidden, act=nn.SiLU),
+                   SqueezeExcitation(hidden, max(1, cin // 4)), conv_bn_act(hidden, cout, 1, act=None)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x) if self.use_res_connect else self.block(x)  # stochastic depth: identity in eval
+
+
+class EfficientNetB0(nn.Module):
+    STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+              (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1))  # t, k, s, in, out, n
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        features: list[nn.Module] = [conv_bn_act(3, 32, 3, 2, act=nn.SiLU)]
+        for t, k, s, cin, cout, n in self.STAGES:
+            features.append(nn.Sequential(*(MBConv(t, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
+                                            for i in range(n))))
+        features.append(conv_bn_act(320, 1280, 1, act=nn.SiLU))
+        self.features = nn.Sequential(*features)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def test_efficientnet_b0_full_size_has_torchvision_state_dict():
+    spec = flashc.load(SPECS / "efficientnet_b0.flash")
+    ref = EfficientNetB0()
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: w.spec.shape for k, w in spec.graph.weights.items()}
+    assert spec.parameter_count == sum(p.numel() for p in ref.parameters()) == 5_288_548
+
+
+def test_efficientnet_b0_matches_torchvision_architecture():
+    torch.manual_seed(2)
+    check_image_net("efficientnet_b0", EfficientNetB0(num_classes=10), ((1, 32, 32), (2, 48, 40)), seed=3, classes=10)
