@@ -25,8 +25,8 @@ from flashc.weights import NUMPY_DTYPES, init_weights
 BATCH = Sym.name("B")
 SPAN = Span.unknown("<op_harness>")
 # Sample keys that are neither inputs nor params: `high` bounds integer inputs, `positive`
-# draws floats from [0.5, 2) (log, sqrt, fractional powers), `scale` widens the normal draw.
-META_KEYS = {"high", "positive", "scale"}
+# draws floats from [0.5, 2) (log, sqrt, fractional powers), `input_scale` widens the normal draw.
+META_KEYS = {"high", "positive", "input_scale"}
 _TYPE = re.compile(r"^\s*(\w+)\s*\[([^\]]*)\]\s*$")
 
 
@@ -202,7 +202,7 @@ def make_feeds(case: OneOp, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         if v.type.is_float and case.sample.get("positive"):
             arr = rng.uniform(0.5, 2.0, shape).astype(dtype)
         elif v.type.is_float:
-            arr = (float(case.sample.get("scale", 1.0)) * rng.standard_normal(shape)).astype(dtype)
+            arr = (float(case.sample.get("input_scale", 1.0)) * rng.standard_normal(shape)).astype(dtype)
         elif v.type.dtype == "bool":
             arr = rng.random(shape) < 0.5
             if arr.ndim:

@@ -24,7 +24,7 @@ class Cast(Op):
     params = {"dtype": Param("dtype", doc=f"one of {', '.join(CAST_DTYPES)}, written bare: `cast(m, float32)`")}
     samples = (
         {"x": "bool[2, 3, 4]", "dtype": "float32"},
-        {"x": "float32[2, 3, 4]", "dtype": "int64", "scale": 4.0},
+        {"x": "float32[2, 3, 4]", "dtype": "int64", "input_scale": 4.0},
         {"x": "float32[2, 3, 4]", "dtype": "bool"},
         {"x": "int64[2, 5]", "dtype": "float32"},
         {"x": "int64[2, 5]", "dtype": "int32", "high": 9},

@@ -304,7 +304,7 @@ class Relu6(FloatBounded):
         ('img |> conv2d(32, 3) |> batchnorm |> relu6', "MobileNetV2's conv-BN-ReLU6"),
     )
 
-    samples = ({"x": "float32[2, 3, 8]", "scale": 4.0}, {"x": "float32[5, 16]"})  # scale: some inputs above 6
+    samples = ({"x": "float32[2, 3, 8]", "input_scale": 4.0}, {"x": "float32[5, 16]"})  # input_scale: some inputs above 6
 
     def bounds(self) -> tuple[float | None, float | None]:
         return 0.0, 6.0
@@ -322,7 +322,7 @@ class Hardtanh(FloatBounded):
     )
 
     params = {"min_val": Param(float, -1.0), "max_val": Param(float, 1.0)}
-    samples = ({"x": "float32[2, 3, 8]", "scale": 2.0}, {"x": "float32[5, 16]", "min_val": -0.5, "max_val": 2.0, "scale": 3.0})
+    samples = ({"x": "float32[2, 3, 8]", "input_scale": 2.0}, {"x": "float32[5, 16]", "min_val": -0.5, "max_val": 2.0, "input_scale": 3.0})
 
     def bounds(self) -> tuple[float | None, float | None]:
         return self.min_val, self.max_val

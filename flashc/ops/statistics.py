@@ -69,7 +69,7 @@ class Logsumexp(Op):
 
     family = "reduce"
     params = {"axis": Param(int, -1), "keepdim": Param(bool, False)}
-    samples = ({"x": "float32[2, 5, 4]", "axis": 1, "scale": 30.0}, {"x": "float32[3, 6]", "keepdim": True})
+    samples = ({"x": "float32[2, 5, 4]", "axis": 1, "input_scale": 30.0}, {"x": "float32[3, 6]", "keepdim": True})
 
     def infer(self, x: TensorType) -> TensorType:
         self.require(x.is_float, f"`logsumexp` needs a float tensor, got {x}")
