@@ -93,6 +93,8 @@ def graph_for_sample(name: str, sample: dict[str, Any], index: int = 0, dynamic:
     """A one-node graph applying op ``name`` as ``sample`` describes (B for the leading batch dim)."""
     cls = REGISTRY[name]
     sample = dict(sample)
+    clash = META_KEYS & (set(cls.params) | {i.name for i in cls.inputs})
+    assert not clash, f"{name} has settings named like the sample keys {sorted(clash)}: rename the sample key"
     known = {i.name for i in cls.inputs} | set(cls.params) | META_KEYS
     unknown = set(sample) - known
     assert not unknown, f"{name} sample {index} has unknown keys {sorted(unknown)}"
