@@ -215,3 +215,82 @@ def test_efficientnet_b0_full_size_has_torchvision_state_dict():
 def test_efficientnet_b0_matches_torchvision_architecture():
     torch.manual_seed(2)
     check_image_net("efficientnet_b0", EfficientNetB0(num_classes=10), ((1, 32, 32), (2, 48, 40)), seed=3, classes=10)
+
+
+# --- ConvNeXt-Tiny (torchvision.models.convnext) -----------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        return nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+class CNBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_scale * self.block(x) + x  # stochastic depth: identity in eval
+
+
+class ConvNeXt(nn.Module):
+    def __init__(self, dims: tuple[int, ...] = (96, 192, 384, 768), depths: tuple[int, ...] = (3, 3, 9, 3),
+                 num_classes: int = 1000) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6))]
+        for i, (dim, depth) in enumerate(zip(dims, depths)):
+            layers.append(nn.Sequential(*(CNBlock(dim) for _ in range(depth))))
+            if i + 1 < len(dims):
+                layers.append(nn.Sequential(LayerNorm2d(dim, eps=1e-6), nn.Conv2d(dim, dims[i + 1], 2, 2)))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1), nn.Linear(dims[-1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+def convnext_to_flashc(key: str) -> str:
+    """The two names the spec cannot take: a LayerNorm2d's own weight, a bare layer-scale parameter."""
+    parts = key.split(".")
+    if parts[-1] == "layer_scale":
+        return key + ".weight"
+    norms = {"features.0.1", "classifier.0", *(f"features.{i}.0" for i in (2, 4, 6))}
+    head = ".".join(parts[:-1])
+    return f"{head}.layernorm.{parts[-1]}" if head in norms else key
+
+
+def test_convnext_tiny_full_size_has_torchvision_state_dict():
+    spec = flashc.load(SPECS / "convnext_tiny.flash")
+    ref = ConvNeXt()
+    assert {convnext_to_flashc(k): tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: w.spec.shape for k, w in spec.graph.weights.items()}
+    assert spec.parameter_count == sum(p.numel() for p in ref.parameters()) == 28_589_128
+
+
+def test_convnext_matches_torchvision_architecture():
+    """At 16 channels (and one block in stage 3); layer scales random, so every block counts."""
+    torch.manual_seed(4)
+    reference = perturb(ConvNeXt(dims=(16, 32, 64, 128), depths=(3, 3, 2, 3), num_classes=10), seed=4, std=0.2)
+    spec = flashc.load(SPECS / "convnext_tiny.flash", dim=16, depth3=2, classes=10)
+    weights = {convnext_to_flashc(k): v for k, v in numpy_state(reference).items()}
+    rng = np.random.default_rng(4)
+    for batch, h, w in ((1, 32, 32), (2, 64, 48)):
+        image = rng.standard_normal((batch, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            want = reference(torch.from_numpy(image)).numpy()
+        assert_matches_reference(spec, weights, {"image": image}, want)
