@@ -115,6 +115,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from flashc.fmt import format_checked
+    from flashc.hfnew import map_path, new_spec
+    from flashc.outputs import check_output_file
+    from flashc.weights import write_atomic
+
+    out = Path(args.output)
+    if out.suffix != ".flash":
+        raise UsageError(f"-o names the spec to write, a .flash file; got {out}")
+    check_output_file(out, [("config", args.from_hf)], [map_path(out)])
+    spec_text, map_text = new_spec(args.from_hf, out)
+    spec_text = format_checked(spec_text, str(out))
+    from flashc.api import loads
+
+    spec = loads(spec_text, str(out))  # what is written always builds and checks
+    write_atomic(map_path(out), map_text.encode("utf-8"))
+    write_atomic(out, spec_text.encode("utf-8"))
+    print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters) and {map_path(out)}")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from flashc.outputs import check_output_file
 
@@ -400,6 +421,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0; as compile uses)")
     weight_args(c)
     c.set_defaults(func=cmd_init)
+
+    c = command("new", "Write a spec (and its checkpoint map) from a Hugging Face config.json.")
+    c.add_argument("--from-hf", required=True, metavar="CONFIG", help="a config.json, or the folder holding it: "
+                   "gpt2, bert, llama, mistral, qwen2, mixtral")
+    c.add_argument("-o", "--output", required=True, help="the .flash file to write; NAME.hf.map is written beside it")
+    c.set_defaults(func=cmd_new)
 
     c = command("train", "Train a spec on data as its `train` section says; checkpoints and metrics go to RUN/.")
     c.add_argument("spec", nargs="?", help="the .flash file (not needed with --resume)")
