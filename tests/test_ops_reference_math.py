@@ -441,7 +441,7 @@ model M(d = 6) {
   g = parameter(d, init = "ones")
   z = parameter(d, init = "zeros")
   s = parameter(1, d, init = "constant", value = 1e-6)
-  u = parameter(2, d, init = "uniform", low = -0.5, high = 0.25)
+  u = parameter(2, d, init = "uniform", lower = -0.5, upper = 0.25)
   n = parameter(200, d, init = "normal", std = 0.5)
   output y = x * g + z + s
   output a = u
@@ -461,7 +461,7 @@ def test_parameter_inits():
     assert torch.equal(model.g.weight, torch.ones(6))
     x = randn(2, 6)
     close(run(PARAMETER_INITS, {"x": x}), "y", torch.from_numpy(x) + 1e-6)
-    assert "needs low < high" in errors('model M {\n input x: float32[B]\n output y = parameter(2, init = "uniform", low = 1, high = 0)\n}\n')
+    assert "needs lower < upper" in errors('model M {\n input x: float32[B]\n output y = parameter(2, init = "uniform", lower = 1, upper = 0)\n}\n')
     assert "must be one of" in errors('model M {\n input x: float32[B]\n output y = parameter(2, init = "twos")\n}\n')
 
 

@@ -41,14 +41,14 @@ class Parameter(Op):
     Its starting values: `init = "normal"` draws N(0, std) (std 0.02 by
     default, as for BERT's and ViT's class tokens and position tables),
     `"zeros"` and `"ones"` fill, `"constant"` fills with `value` (a layer
-    scale of 1e-6), `"uniform"` draws from [low, high) as nn.init.uniform_.
+    scale of 1e-6), `"uniform"` draws from [lower, upper) as nn.init.uniform_.
     """
 
     examples = (
         ('parameter(1, 1, 64)', 'a class token, N(0, 0.02)'),
         ('parameter(64, init = "ones")', 'a learned scale'),
         ('parameter(64, init = "constant", value = 1e-6)', 'a layer scale (CaiT)'),
-        ('parameter(64, init = "uniform", low = -0.1, high = 0.1)', 'uniform in [-0.1, 0.1)'),
+        ('parameter(64, init = "uniform", lower = -0.1, upper = 0.1)', 'uniform in [-0.1, 0.1)'),
     )
 
     family = "tensor"
@@ -58,8 +58,8 @@ class Parameter(Op):
         "init": Param(str, "normal", choices=("normal", "zeros", "ones", "constant", "uniform")),
         "std": Param(float, 0.02, doc="standard deviation of the normal init", minimum=0.0),
         "value": Param(float, 0.0, doc="the value of the constant init"),
-        "low": Param(float, 0.0, doc="lower end of the uniform init"),
-        "high": Param(float, 1.0, doc="upper end of the uniform init"),
+        "lower": Param(float, 0.0, doc="lower end of the uniform init"),
+        "upper": Param(float, 1.0, doc="upper end of the uniform init"),
     }
     torch_prelude = (TORCH_PARAMETER,)
     samples = (
@@ -67,7 +67,7 @@ class Parameter(Op):
         {"shape": (5, 4), "init": "zeros"},
         {"shape": (3,), "init": "ones"},
         {"shape": (2, 3), "init": "constant", "value": 0.25},
-        {"shape": (4, 2), "init": "uniform", "low": -2.0, "high": -1.0},
+        {"shape": (4, 2), "init": "uniform", "lower": -2.0, "upper": -1.0},
     )
 
     def _shape(self) -> tuple[int, ...]:
@@ -79,10 +79,10 @@ class Parameter(Op):
         return tuple(int(d) for d in self.shape)
 
     def weights(self) -> dict[str, WeightSpec]:
-        self.require(self.init != "uniform" or self.low < self.high,
-                     f"parameter's uniform init needs low < high, got low = {self.low}, high = {self.high}")
+        self.require(self.init != "uniform" or self.lower < self.upper,
+                     f"parameter's uniform init needs lower < upper, got lower = {self.lower}, upper = {self.upper}")
         init = {"normal": ("normal", self.std), "constant": ("constant", self.value),
-                "uniform": ("uniform", self.low, self.high)}.get(self.init, (self.init,))
+                "uniform": ("uniform", self.lower, self.upper)}.get(self.init, (self.init,))
         return {"weight": WeightSpec(self._shape(), init)}
 
     def infer(self) -> TensorType:
