@@ -28,6 +28,7 @@ ZOO = {
     "efficientnet_b0": (None, 5_288_548, "torchvision"),
     "convnext_tiny": (None, 28_589_128, "torchvision"),
     "dcgan": (None, 3_576_704, "PyTorch DCGAN tutorial"),
+    "clip_vit_b32": (None, 151_277_313, "HF CLIPModel"),
 }
 EXTRA_MODELS = {("dcgan", "Discriminator"): 2_765_568}
 LARGE = ["mistral", "mixtral"]
