@@ -63,14 +63,40 @@ class Spec:
 
         return save_weights(self.graph, path, weights, seed)
 
-    def to_torch(self, weights: Weights = None, seed: int = 0, **reading: Any) -> Any:
-        """A torch.nn.Module; weights from a dict/state_dict, or a checkpoint path (see :meth:`open_weights`)."""
+    def to_torch(self, weights: Weights = None, seed: int = 0, kv_cache: bool = False, **reading: Any) -> Any:
+        """A torch.nn.Module; weights from a dict/state_dict, or a checkpoint path (see :meth:`open_weights`).
+
+        ``kv_cache``: the module takes past keys/values after its inputs and returns the present
+        ones after its outputs, as the ONNX graph of ``to_onnx(kv_cache=True)`` does."""
         from flashc.backends.torch import to_torch
         from flashc.loader import materialize
 
         if isinstance(weights, (str, Path)):
             weights = materialize(self.open_weights(weights, seed=seed, **reading))
-        return to_torch(self.graph, weights, seed)
+        return to_torch(self.lowered_graph(kv_cache), weights, seed)
+
+    def lowered_graph(self, kv_cache: bool = False) -> Graph:
+        """The graph the backends lower: the spec's, or with ``kv_cache`` its cached form (flashc/kvcache.py)."""
+        if not kv_cache:
+            return self.graph
+        from flashc.kvcache import with_kv_cache
+
+        return with_kv_cache(self.graph)
+
+    def generate(self, prompt_ids: Any, max_new_tokens: int, weights: Weights = None, seed: int = 0,
+                 **options: Any) -> Any:
+        """Generate tokens after ``prompt_ids`` (a list of ids, or one list per sequence) with a KV cache in
+        onnxruntime: compiles the cached graph in memory, then runs flashc.generate.generate (``options``:
+        greedy, temperature, top_k, top_p, sample_seed, stop_ids, threads, dtype, quantize, on_token)."""
+        import tempfile
+
+        from flashc.generate import Generator
+
+        lowering = {k: options.pop(k) for k in ("dtype", "quantize", "opset") if k in options}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.to_onnx(Path(tmp) / f"{self.name}.onnx", weights, seed, kv_cache=True, **lowering)
+            generator = Generator(path, threads=options.pop("threads", None))
+        return generator.generate(prompt_ids, max_new_tokens, **options)
 
     def open_weights(self, path: str | Path, *, map: str | Path | None = None, allow_missing: bool = False,
                      allow_unexpected: bool = False, seed: int = 0) -> Any:
@@ -101,17 +127,36 @@ class Spec:
         return fit(self, data, out, epochs=epochs, resume=resume, device=device, quiet=quiet)
 
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
-                opset: int | None = None, **reading: Any) -> Any:
+                opset: int | None = None, kv_cache: bool = False, dtype: str = "float32",
+                quantize: str | None = None, **reading: Any) -> Any:
         """An in-memory onnx.ModelProto; with ``path``, the model is streamed to that file one
         weight at a time instead (large models never sit in memory) and the path is returned.
-        A checkpoint path is read as :meth:`open_weights` says (``reading``: its options)."""
-        from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model, write_onnx
+        A checkpoint path is read as :meth:`open_weights` says (``reading``: its options).
 
+        ``kv_cache``: past keys/values in, present ones out (flashc/kvcache.py). ``dtype =
+        "float16"``: half-precision weights and compute, float32 inputs and outputs; ``quantize =
+        "int8"``: int8 weights of the matrix products, decision layers kept in float32
+        (backends/onnx_post.py)."""
+        from flashc.backends.onnx import DEFAULT_OPSET, to_onnx_model, write_onnx
+        from flashc.backends.onnx_post import post_process
+
+        if dtype not in ("float32", "float16") or quantize not in (None, "int8"):
+            raise ValueError(f"dtype must be float32 or float16 and quantize None or int8, got {dtype!r}, {quantize!r}")
         if isinstance(weights, (str, Path)):
             weights = self.open_weights(weights, seed=seed, **reading)
+        graph = self.lowered_graph(kv_cache)
+        if path is None and dtype == "float32" and quantize is None:
+            return to_onnx_model(graph, weights, seed, opset or DEFAULT_OPSET)
         if path is None:
-            return to_onnx_model(self.graph, weights, seed, opset or DEFAULT_OPSET)
-        write_onnx(path, self.graph, weights, seed, opset or DEFAULT_OPSET)
+            import tempfile
+
+            import onnx
+
+            with tempfile.TemporaryDirectory() as tmp:
+                return onnx.load(str(self.to_onnx(Path(tmp) / "model.onnx", weights, seed, opset, kv_cache, dtype,
+                                                  quantize)))
+        write_onnx(path, graph, weights, seed, opset or DEFAULT_OPSET)
+        post_process(Path(path), graph, dtype, quantize)
         return Path(path)
 
 

@@ -90,22 +90,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     check_output_file(out, [("spec", args.spec), ("weights file", args.weights)], also)
     spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
     weights = open_weights(spec, args) if args.weights else None
+    graph = spec.lowered_graph(args.kv_cache)
     if args.target == "torch":
+        from flashc.backends.torch import torch_source
         from flashc.weights import write_atomic
 
-        write_atomic(out, spec.torch_source().encode("utf-8"))
+        write_atomic(out, torch_source(graph).encode("utf-8"))
     else:
         from flashc.backends.onnx import DEFAULT_OPSET, write_onnx
+        from flashc.backends.onnx_post import post_process
 
-        write_onnx(out, spec.graph, weights, args.seed, args.opset or DEFAULT_OPSET)
-        if args.dtype == "float16":
-            from flashc.backends.onnx_post import to_float16
-
-            to_float16(out)
-        if args.quantize == "int8":
-            from flashc.backends.onnx_post import quantize_int8
-
-            quantize_int8(out)
+        write_onnx(out, graph, weights, args.seed, args.opset or DEFAULT_OPSET)
+        post_process(out, graph, args.dtype, args.quantize)
     if args.target == "torch":
         held = ("PyTorch's default initialisation; load weights with safetensors.torch.load_model(model, FILE), "
                 f"e.g. FILE from `flashc init {args.spec} -o w.safetensors --seed {args.seed}` (the ONNX target's weights)")
@@ -413,6 +409,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="float16: weights and compute in half precision (inputs/outputs stay float32)")
     c.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of MatMul/Gemm weights")
+    c.add_argument("--kv-cache", action="store_true", help="causal decoders: take past keys/values "
+                   "(past_key_values.N.key/value) and return present ones (present.N.key/value), for `flashc generate`")
     c.set_defaults(func=cmd_compile)
 
     c = command("init", "Write a spec's weights to a .safetensors file (seeded, or a checkpoint in the spec's names).")

@@ -37,3 +37,11 @@ def quantize_int8(path: Path) -> None:
                          op_types_to_quantize=["MatMul", "Gemm"])
         with atomic_files(path) as (fh, _):
             fh.write(quantized.read_bytes())
+
+
+def post_process(path: Path, graph: object, dtype: str = "float32", quantize: str | None = None) -> None:
+    """Apply `--dtype float16` and/or `--quantize int8` to the file just written for ``graph``."""
+    if dtype == "float16":
+        to_float16(path)
+    if quantize == "int8":
+        quantize_int8(path)

@@ -131,10 +131,10 @@ def torch_source(graph: Graph) -> str:
     preludes: list[str] = []
     for node in graph.walk():
         preludes += [p for p in node.op.torch_prelude if p not in preludes]
-    args = ", ".join(v.name for v in graph.inputs)
+    args = ", ".join(v.ident for v in graph.inputs)  # a KV cache's `past_key_values.0.key` is past_key_values_0_key
     methods = Methods({"forward"} | {node.layer.split(".")[0] for node in graph.walk() if node.layer})
     body = _lines(graph.nodes, methods)
-    outs = [v.name for _, v in graph.outputs]
+    outs = [v.ident for _, v in graph.outputs]
     body.append(f"return {outs[0]}" if len(outs) == 1 else f"return {', '.join(outs)}")
     init = _init_lines(graph) or ["pass"]
     header = (

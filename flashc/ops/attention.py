@@ -20,6 +20,7 @@ from flashc.ops.attention_positions import (
     TORCH_ROTARY,
     TORCH_T5_BUCKETS,
     onnx_alibi,
+    onnx_length,
     onnx_position_keep,
     onnx_positions,
     onnx_rope,
@@ -59,7 +60,9 @@ class MultiHeadAttention(nn.Module):
         v = self.v(kv).view(B, S, self.kv_heads, dh).transpose(1, 2)
         return q, k, v
 
-    def forward(self, x, kv=None, key_padding_mask=None):
+    def forward(self, x, kv=None, key_padding_mask=None, past_key=None, past_value=None):
+        if past_key is not None:
+            return self.cached(x, past_key, past_value)
         kv = x if kv is None else kv
         B, T, _ = x.shape
         S = kv.shape[1]
@@ -72,6 +75,22 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.kv_heads != self.heads,
         )
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+    def cached(self, x, past_key, past_value):
+        """Self-attention of T new tokens after P cached ones (past_key/past_value [B, kv_heads, P, Dh]).
+
+        Returns the output and the keys/values of all P + T tokens, the next step's cache.
+        """
+        B, T, _ = x.shape
+        P = past_key.shape[2]
+        q, k, v = self.split_heads(x, x)
+        k, v = torch.cat((past_key, k), 2), torch.cat((past_value, v), 2)
+        mask = None
+        if self.causal and T > 1:  # new token i sees the cache and new tokens up to itself
+            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                           enable_gqa=self.kv_heads != self.heads)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1)), k, v
 '''
 
 
@@ -278,6 +297,11 @@ class Attention(Op):
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         x, kv, pad = c.inputs
+        return self._onnx(tape, c, x, kv, pad, None)[0]
+
+    def _onnx(self, tape: Any, c: Lowering, x: str, kv: str | None, pad: str | None,
+              past: tuple[str, str] | None) -> list[str]:
+        """The output, and with ``past`` (cached keys, values [B, kv_heads, P, Dh]) the present ones."""
         keys = kv or x
         w = c.weights
         heads, kv_heads, head_dim = self._heads(int(c.types[0].shape[-1]))
@@ -286,21 +310,25 @@ class Attention(Op):
             return onnx_linear(tape, src, w[f"{name}.weight"], w.get(f"{name}.bias"), 3)
 
         q, k, v = project("q", x), project("k", keys), project("v", keys)
+        offset = None if past is None else onnx_length(tape, past[0], 2)  # P: tokens the cache holds
         qpos = kpos = None
-        if self.positional:
-            qpos, kpos = onnx_positions(tape, x, kv)
+        if self.positional or past is not None:
+            qpos, kpos = onnx_positions(tape, x, kv, offset)
         rope = self.setting("rope")
         if rope is not None:
             dim, interleaved = self.setting("rope_dim") or head_dim, self.setting("rope_style") == "interleaved"
             q_tables = onnx_rope_tables(tape, qpos, rope, dim)
-            k_tables = q_tables if kv is None else onnx_rope_tables(tape, kpos, rope, dim)
+            k_tables = q_tables if kv is None else onnx_rope_tables(tape, kpos, rope, dim)  # new keys: at qpos
             q = onnx_rope(tape, q, q_tables, heads, head_dim, dim, interleaved)
             k = onnx_rope(tape, k, k_tables, kv_heads, head_dim, dim, interleaved)
+        if past is not None:  # keys of the cache and the new tokens: 0 .. P + T - 1
+            kpos = tape.op("Range", [tape.const(0, "int64"), tape.op("Add", [offset, onnx_length(tape, x)]),
+                                     tape.const(1, "int64")])
         keep = None
         if pad is not None:
             keep = tape.op("Not", [tape.op("Unsqueeze", [pad, tape.const([1, 2], "int64")])])  # [B, 1, 1, S]
         bias = self._onnx_bias(tape, qpos, kpos, w)
-        plain_causal = self.causal and keep is None and bias is None and not self.setting("window")
+        plain_causal = self.causal and keep is None and bias is None and not self.setting("window") and past is None
         if self.causal and (not plain_causal or tape.opset < 23):
             if qpos is None:
                 qpos, kpos = onnx_positions(tape, x, kv)
@@ -310,10 +338,21 @@ class Attention(Op):
         scale = head_dim**-0.5 if scale is None else scale
         if tape.opset >= 23:
             attrs = {"q_num_heads": heads, "kv_num_heads": kv_heads, "is_causal": int(plain_causal), "scale": scale}
-            y = tape.op("Attention", [q, k, v, self._fused_mask(tape, x, keep, bias, pad is not None)], attrs)
-        else:
-            y = self._decomposed(tape, q, k, v, keep, bias, scale, heads, kv_heads, head_dim)
-        return project("out", y)
+            mask = self._fused_mask(tape, x, keep, bias, pad is not None)
+            if past is None:
+                return [project("out", tape.op("Attention", [q, k, v, mask], attrs))]
+            y, present_k, present_v = tape.op("Attention", [q, k, v, mask, *past], attrs, outputs=3)
+            return [project("out", y), present_k, present_v]
+        if past is None:
+            return [project("out", self._decomposed(tape, q, k, v, keep, bias, scale, heads, kv_heads, head_dim))]
+        split = tape.const([0, 0, kv_heads, head_dim], "int64")
+        present_k, present_v = (
+            tape.op("Concat", [cached, tape.op("Transpose", [tape.op("Reshape", [new, split])], {"perm": [0, 2, 1, 3]})],
+                    {"axis": 2})
+            for cached, new in zip(past, (k, v))
+        )  # [B, kv_heads, P + T, Dh]
+        y = self._decomposed(tape, q, present_k, present_v, keep, bias, scale, heads, kv_heads, head_dim, split=False)
+        return [project("out", y), present_k, present_v]
 
     def _onnx_bias(self, tape: Any, qpos: str | None, kpos: str | None, w: dict[str, str]) -> str | None:
         """ALiBi and T5's relative bias, summed: float [heads, T, S], or None."""
@@ -346,22 +385,27 @@ class Attention(Op):
         return mask
 
     def _decomposed(self, tape: Any, q: str, k: str, v: str, keep: str | None, bias: str | None, scale: float,
-                    heads: int, kv_heads: int, head_dim: int) -> str:
+                    heads: int, kv_heads: int, head_dim: int, split: bool = True) -> str:
         """Standard ops for runtimes before opset 23: split heads, masked softmax, merge.
 
         With kv_heads < heads the queries of a group are stacked as [B, kv_heads, groups * T, Dh],
-        so every group reads its key/value head without copying it.
+        so every group reads its key/value head without copying it. ``split = False``: k and v
+        come already split as [B, kv_heads, S, Dh] (a KV cache's present keys and values).
         """
+        if not split:
+            k = tape.op("Transpose", [k], {"perm": [0, 1, 3, 2]})  # [B, kv_heads, Dh, S]
         grouped = heads != kv_heads
 
-        def split(t: str, n: int, perm: list[int]) -> str:
+        def heads_of(t: str, n: int, perm: list[int], given: bool = False) -> str:
+            if given:  # already [B, n, S, Dh] (k: [B, n, Dh, S])
+                return t
             return tape.op("Transpose", [tape.op("Reshape", [t, tape.const([0, 0, n, head_dim], "int64")])], {"perm": perm})
 
         def regroup(t: str, n: int) -> str:  # [B, n1, X, Y] -> [B, n, -1, Y]
             return tape.op("Reshape", [t, tape.const([0, n, -1, 0], "int64")]) if grouped else t
 
-        qh = regroup(split(q, heads, [0, 2, 1, 3]), kv_heads)  # [B, kv_heads, groups * T, Dh]
-        scores = regroup(tape.op("MatMul", [qh, split(k, kv_heads, [0, 2, 3, 1])]), heads)  # [B, heads, T, S]
+        qh = regroup(heads_of(q, heads, [0, 2, 1, 3]), kv_heads)  # [B, kv_heads, groups * T, Dh]
+        scores = regroup(tape.op("MatMul", [qh, heads_of(k, kv_heads, [0, 2, 3, 1], not split)]), heads)  # [B, heads, T, S]
         scores = tape.op("Mul", [scores, tape.const(scale, "float32")])
         if bias is not None:
             scores = tape.op("Add", [scores, bias])
@@ -370,6 +414,6 @@ class Attention(Op):
         probs = tape.op("Softmax", [scores], {"axis": -1})
         if keep is not None:  # a row with no allowed key gets zero weights, as in torch and opset 23
             probs = tape.op("Where", [keep, probs, tape.const(0.0, "float32")])
-        y = tape.op("MatMul", [regroup(probs, kv_heads), split(v, kv_heads, [0, 2, 1, 3])])  # [B, kv_heads, groups * T, Dh]
+        y = tape.op("MatMul", [regroup(probs, kv_heads), heads_of(v, kv_heads, [0, 2, 1, 3], not split)])  # [B, kv_heads, groups * T, Dh]
         merged = tape.op("Transpose", [regroup(y, heads)], {"perm": [0, 2, 1, 3]})
         return tape.op("Reshape", [merged, tape.const([0, 0, heads * head_dim], "int64")])

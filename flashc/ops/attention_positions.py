@@ -112,15 +112,20 @@ class PositionalAttention(MultiHeadAttention):
             bias = table if bias is None else bias + table
         return bias
 
-    def forward(self, x, kv=None, key_padding_mask=None, offset=0):
+    def forward(self, x, kv=None, key_padding_mask=None, offset=0, past_key=None, past_value=None):
+        """With past_key/past_value [B, kv_heads, P, Dh] (a KV cache): queries at P .. P + T - 1, and the
+        keys/values of all P + T tokens returned beside the output, the next step's cache."""
         kv = x if kv is None else kv
         B, T, _ = x.shape
         q, k, v = self.split_heads(x, kv)  # [B, heads, T, Dh], [B, kv_heads, S, Dh]
+        offset = offset if past_key is None else past_key.shape[2]
         qpos = torch.arange(T, device=x.device) + offset
-        kpos = torch.arange(kv.shape[1], device=x.device)
+        kpos = torch.arange(kv.shape[1] + (0 if past_key is None else offset), device=x.device)
         if self.rope is not None:
             q = rotary(q, qpos, self.rope, self.rope_dim, self.interleaved)
-            k = rotary(k, kpos, self.rope, self.rope_dim, self.interleaved)
+            k = rotary(k, kpos[-k.shape[2]:], self.rope, self.rope_dim, self.interleaved)
+        if past_key is not None:  # cached keys were rotated at their own positions
+            k, v = torch.cat((past_key, k), 2), torch.cat((past_value, v), 2)
         keep = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
         bias = self.position_bias(qpos, kpos)
         plain_causal = self.causal and keep is None and bias is None and not self.window and offset == 0
@@ -134,7 +139,8 @@ class PositionalAttention(MultiHeadAttention):
             q, k, v, attn_mask=mask, is_causal=plain_causal, scale=self.scale,
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.kv_heads != self.heads,
         )
-        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+        y = self.out(y.transpose(1, 2).reshape(B, T, -1))
+        return y if past_key is None else (y, k, v)
 '''
 
 TORCH_ALIBI = "\n" + inspect.getsource(alibi_slopes)
