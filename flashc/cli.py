@@ -41,6 +41,9 @@ EXAMPLES = {
             "  flashc init specs/gpt2.flash -o gpt2.safetensors --weights hf_gpt2/     # a checkpoint in the spec's names",
     "new": "example:\n  flashc new --from-hf path/to/config.json -o model.flash     # writes model.flash and model.hf.map\n"
            "  flashc compile model.flash --target onnx -o model.onnx --weights path/to/",
+    "generate": "examples:\n  flashc compile specs/gpt2.flash --target onnx --kv-cache -o gpt2.onnx --weights hf_gpt2/\n"
+                "  flashc generate gpt2.onnx --tokenizer tokenizer.json --prompt 'Hello' --max-new-tokens 40 --greedy\n"
+                "  flashc generate specs/gpt2.flash --set depth=2 --prompt-ids 1,2,3 --max-new-tokens 8 --top-k 40 --seed 1",
     "fmt": "examples:\n  flashc fmt specs/*.flash\n  flashc fmt --check specs/*.flash     # CI: exit 1 and a diff when a file is not formatted",
 }
 
@@ -109,6 +112,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         held = f"from {args.weights}" if args.weights else f"seeded initialisation, seed {args.seed} (as `flashc init`)"
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target}; weights: {held})")
     return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from flashc.generate_cli import run_generate
+
+    def spec_and_weights() -> tuple[flashc.Spec, Any]:
+        spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
+        return spec, (open_weights(spec, args) if args.weights else None)
+
+    return run_generate(args, spec_and_weights)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -422,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = command("new", "Write a spec (and its checkpoint map) from a Hugging Face config.json.")
     c.add_argument("--from-hf", required=True, metavar="CONFIG", help="a config.json, or the folder holding it: "
-                   "gpt2, bert, llama, mistral, qwen2, mixtral")
+                   "gpt2, bert, llama, mistral, qwen2, mixtral, clip")
     c.add_argument("-o", "--output", required=True, help="the .flash file to write; NAME.hf.map is written beside it")
     c.set_defaults(func=cmd_new)
 
@@ -439,6 +452,14 @@ def parser() -> argparse.ArgumentParser:
                help="a folder `import` may read from, besides the spec's own folder tree")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     c.set_defaults(func=cmd_train)
+
+    c = command("generate", "Generate tokens from a decoder (a .flash spec, compiled with a KV cache, or an .onnx file).")
+    spec_args(c)
+    weight_args(c)
+    from flashc.generate_cli import add_arguments
+
+    add_arguments(c)
+    c.set_defaults(func=cmd_generate)
 
     c = command("run", "Run an ONNX model in onnxruntime on .npy/.npz inputs.")
     c.add_argument("model", help="the .onnx file")

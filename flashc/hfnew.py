@@ -35,9 +35,14 @@ class Family:
 
 
 def key(name: str, default: Any = None) -> Callable[[Config], Any]:
+    """The config's value at ``name`` (dots go into sub-configs: `text_config.vocab_size`)."""
+
     def get(config: Config) -> Any:
-        if name in config and config[name] is not None:
-            return config[name]
+        *outer, last = name.split(".")
+        for part in outer:
+            config = config.get(part) or {}
+        if last in config and config[last] is not None:
+            return config[last]
         if default is None:
             raise KeyError(name)
         return default(config) if callable(default) else default
@@ -86,6 +91,24 @@ DECODER = (("vocab", key("vocab_size")), ("d", key("hidden_size")), ("heads", ke
            ("ff", key("intermediate_size")), ("depth", key("num_hidden_layers")), ("theta", rope_theta),
            ("eps", key("rms_norm_eps", 1e-6)))
 
+def clip_parts(config: Config) -> dict[str, str]:
+    for tower in ("text_config", "vision_config"):
+        activation(config.get(tower) or {}, "hidden_act", {"quick_gelu": "quick_gelu"})
+    text, vision = (config.get(t) or {} for t in ("text_config", "vision_config"))
+    if text.get("layer_norm_eps", 1e-5) != vision.get("layer_norm_eps", 1e-5):
+        raise ValueError("the towers' layer_norm_eps differ; the template has one eps")
+    return {}
+
+
+CLIP = tuple((name, key(path, default)) for name, path, default in (
+    ("vocab", "text_config.vocab_size", 49408), ("ctx", "text_config.max_position_embeddings", 77),
+    ("text_d", "text_config.hidden_size", 512), ("text_heads", "text_config.num_attention_heads", 8),
+    ("text_ff", "text_config.intermediate_size", 2048), ("text_depth", "text_config.num_hidden_layers", 12),
+    ("size", "vision_config.image_size", 224), ("patch", "vision_config.patch_size", 32),
+    ("vision_d", "vision_config.hidden_size", 768), ("vision_heads", "vision_config.num_attention_heads", 12),
+    ("vision_ff", "vision_config.intermediate_size", 3072), ("vision_depth", "vision_config.num_hidden_layers", 12),
+    ("embed", "projection_dim", 512), ("eps", "text_config.layer_norm_eps", 1e-5)))
+
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", DECODER, decoder_parts, "LLaMA: grouped-query attention, rotary, RMSNorm, SiLU-gated MLP"),
     "mistral": Family("llama", DECODER, decoder_parts, "Mistral: LLaMA with a sliding attention window"),
@@ -107,6 +130,8 @@ FAMILIES: dict[str, Family] = {
                    lambda c: {"activation": activation(c, "hidden_act", {
                        "gelu": "gelu", "gelu_new": 'gelu(approximate = "tanh")', "relu": "relu"})},
                    "BERT: post-norm encoder with a tanh pooler on the first token"),
+    "clip": Family("clip", CLIP, clip_parts, "CLIP: text and vision towers, projected, compared by a learned "
+                   "temperature (the text feature is taken at the highest token id, the end token)"),
 }
 
 

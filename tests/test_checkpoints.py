@@ -169,6 +169,53 @@ def test_mixtral_folder_compiles_through_its_map(tmp_path):
     np.testing.assert_allclose(run_onnx(out, {"tokens": toks})[0], causal_lm_logits(model, toks), atol=ATOL, rtol=0)
 
 
+def test_mistral_folder_compiles_through_its_map(tmp_path):
+    torch.manual_seed(10)
+    config = transformers.MistralConfig(**llama_config(), sliding_window=3)
+    model = save(perturb(transformers.MistralForCausalLM(config)), tmp_path / "hf")
+    out = tmp_path / "mistral.onnx"
+    flashc_cli("compile", SPECS / "mistral.flash", "--target", "onnx", "-o", out, "--weights", tmp_path / "hf",
+               *sets(**LLAMA_SIZES, window=3, eps=1e-5))
+    toks = tokens(length=8, seed=10)
+    np.testing.assert_allclose(run_onnx(out, {"tokens": toks})[0], causal_lm_logits(model, toks), atol=ATOL, rtol=0)
+
+
+CLIP_SIZES = dict(vocab=50, ctx=16, text_d=32, text_heads=4, text_ff=64, text_depth=2, size=32, patch=8, vision_d=32,
+                  vision_heads=4, vision_ff=64, vision_depth=2, embed=16)
+
+
+def clip_model() -> nn.Module:
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2,
+                         max_position_embeddings=16, bos_token_id=0, eos_token_id=49, pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                           num_hidden_layers=2), projection_dim=16)
+    return perturb(transformers.CLIPModel(config))
+
+
+def check_clip(model: nn.Module, onnx_path: Path) -> None:
+    """Embeddings and both logit matrices; each text ends with its end token, the highest id."""
+    ids = tokens(length=6, vocab=49, seed=11)
+    ids[:, -1] = 49
+    pixels = np.random.default_rng(11).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input_ids": ids, "pixel_values": pixels})))
+    with torch.no_grad():
+        want = model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels))
+    for name in ("text_embeds", "image_embeds", "logits_per_text", "logits_per_image"):
+        np.testing.assert_allclose(got[name], getattr(want, name).numpy(), atol=ATOL, rtol=0, err_msg=name)
+
+
+def test_clip_folder_compiles_through_its_map(tmp_path):
+    """Two towers; `logit_scale` (a scalar) is reshaped to the spec's [1]."""
+    torch.manual_seed(11)
+    model = save(clip_model(), tmp_path / "hf")
+    out = tmp_path / "clip.onnx"
+    flashc_cli("compile", SPECS / "clip_vit_b32.flash", "--target", "onnx", "-o", out, "--weights", tmp_path / "hf",
+               *sets(**CLIP_SIZES))
+    check_clip(model, out)
+
+
 # --- torchvision layouts ---------------------------------------------------------------------------
 
 
@@ -268,6 +315,8 @@ def hf_case(family: str):
         model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
             vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0,
             activation_function="gelu_new", layer_norm_epsilon=1e-6))
+    elif family == "clip":
+        return clip_model()
     else:
         model = transformers.BertModel(transformers.BertConfig(
             vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -275,7 +324,7 @@ def hf_case(family: str):
     return perturb(model)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "mixtral", "gpt2", "bert"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "mixtral", "gpt2", "bert", "clip"])
 def test_new_from_hf_then_compile(tmp_path, family):
     torch.manual_seed(7)
     model = save(hf_case(family), tmp_path / "hf")
@@ -285,6 +334,8 @@ def test_new_from_hf_then_compile(tmp_path, family):
     assert flashc_cli("fmt", "--check", spec).returncode == 0
     out = tmp_path / "model.onnx"
     flashc_cli("compile", spec, "--target", "onnx", "-o", out, "--weights", tmp_path / "hf")
+    if family == "clip":
+        return check_clip(model, out)
     toks = tokens(length=9, seed=8)  # longer than mistral's window of 4
     assert flashc.load(spec).parameter_count == sum(p.numel() for p in model.parameters())
     if family == "bert":
@@ -310,6 +361,18 @@ def test_new_refuses_what_its_template_cannot_express(tmp_path):
     r = flashc_cli("new", "--from-hf", tmp_path / "config.json", "-o", tmp_path / "m.flash", check=False)
     assert r.returncode == 1 and "no template" in r.stderr and "llama" in r.stderr
     assert not (tmp_path / "m.flash").exists()
+
+
+@pytest.mark.parametrize(("template", "zoo"), [("clip", "clip_vit_b32")])
+def test_templates_are_the_zoo_specs_with_parameters(template, zoo):
+    """`new` writes the zoo spec's body and map: only the header comment and the defaults differ."""
+    from flashc.hfnew import TEMPLATES
+
+    body = (TEMPLATES / f"{template}.flash").read_text().split("\n")
+    spec = (SPECS / f"{zoo}.flash").read_text().split("\n")
+    assert body[2:] == spec[next(i for i, line in enumerate(spec) if line.startswith("model ")) + 1:]
+    rules = [line for line in (TEMPLATES / f"{template}.hf.map").read_text().split("\n")[1:] if not line.startswith("for")]
+    assert rules == [line for line in (SPECS / f"{zoo}.hf.map").read_text().split("\n")[1:] if not line.startswith("for")]
 
 
 # --- what a map says, and what does not fit --------------------------------------------------------
