@@ -29,6 +29,7 @@ ZOO = {
     "convnext_tiny": (None, 28_589_128, "torchvision"),
     "dcgan": (None, 3_576_704, "PyTorch DCGAN tutorial"),
     "clip_vit_b32": (None, 151_277_313, "HF CLIPModel"),
+    "t5_small": (None, 60_506_624, "HF T5ForConditionalGeneration"),
 }
 EXTRA_MODELS = {("dcgan", "Discriminator"): 2_765_568}
 LARGE = ["mistral", "mixtral"]

@@ -136,6 +136,11 @@ class Expressions(BuilderState):
         if isinstance(obj, Tensor) and e.name in ("shape", "rank"):
             t = obj.value.type
             return t.shape if e.name == "shape" else t.rank
+        if isinstance(obj, Tensor) and e.name == "weight":  # `table = parameter(32, 8)`: `table.weight` ties to it
+            made_by = next((n for n in reversed(self.nodes) if obj.value in n.outputs), None)
+            if made_by is not None and made_by.op.name == "parameter":
+                path = dict(made_by.weights)["weight"]
+                return WeightRef(path, self.weights[path].spec)
         raise self.fail(e.span, f"{describe(obj)} has no attribute `{e.name}`")
 
     def arith(self, op: str, a: Any, b: Any, span: Span, negate: bool = False) -> Any:
