@@ -435,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = command("new", "Write a spec (and its checkpoint map) from a Hugging Face config.json.")
     c.add_argument("--from-hf", required=True, metavar="CONFIG", help="a config.json, or the folder holding it: "
-                   "gpt2, bert, llama, mistral, qwen2, mixtral, clip")
+                   "gpt2, bert, vit, llama, mistral, qwen2, mixtral, clip")
     c.add_argument("-o", "--output", required=True, help="the .flash file to write; NAME.hf.map is written beside it")
     c.set_defaults(func=cmd_new)
 

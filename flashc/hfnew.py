@@ -130,6 +130,15 @@ FAMILIES: dict[str, Family] = {
                    lambda c: {"activation": activation(c, "hidden_act", {
                        "gelu": "gelu", "gelu_new": 'gelu(approximate = "tanh")', "relu": "relu"})},
                    "BERT: post-norm encoder with a tanh pooler on the first token"),
+    "vit": Family("vit", (("size", key("image_size", 224)), ("patch", key("patch_size", 16)),
+                          ("channels", key("num_channels", 3)), ("d", key("hidden_size")),
+                          ("heads", key("num_attention_heads")), ("mlp", key("intermediate_size")),
+                          ("depth", key("num_hidden_layers")), ("eps", key("layer_norm_eps", 1e-12)),
+                          ("classes", lambda c: len(c.get("id2label") or {}) or c.get("num_labels") or 2)),
+                  lambda c: {"activation": activation(c, "hidden_act", {"gelu": "gelu",
+                                                                        "gelu_new": 'gelu(approximate = "tanh")'}),
+                             "qkv_bias": str(bool(c.get("qkv_bias", True))).lower()},
+                  "ViT: patches by a strided conv, a class token, pre-norm encoder, a classifier on the class token"),
     "clip": Family("clip", CLIP, clip_parts, "CLIP: text and vision towers, projected, compared by a learned "
                    "temperature (the text feature is taken at the highest token id, the end token)"),
 }

@@ -317,6 +317,10 @@ def hf_case(family: str):
             activation_function="gelu_new", layer_norm_epsilon=1e-6))
     elif family == "clip":
         return clip_model()
+    elif family == "vit":
+        model = transformers.ViTForImageClassification(transformers.ViTConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, num_labels=10))
     else:
         model = transformers.BertModel(transformers.BertConfig(
             vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -324,7 +328,7 @@ def hf_case(family: str):
     return perturb(model)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "mixtral", "gpt2", "bert", "clip"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "mixtral", "gpt2", "bert", "clip", "vit"])
 def test_new_from_hf_then_compile(tmp_path, family):
     torch.manual_seed(7)
     model = save(hf_case(family), tmp_path / "hf")
@@ -336,6 +340,11 @@ def test_new_from_hf_then_compile(tmp_path, family):
     flashc_cli("compile", spec, "--target", "onnx", "-o", out, "--weights", tmp_path / "hf")
     if family == "clip":
         return check_clip(model, out)
+    if family == "vit":
+        pixels = np.random.default_rng(8).standard_normal((3, 3, 32, 32)).astype(np.float32)
+        with torch.no_grad():
+            want = model(pixel_values=torch.from_numpy(pixels)).logits.numpy()
+        return np.testing.assert_allclose(run_onnx(out, {"pixel_values": pixels})[0], want, atol=ATOL, rtol=0)
     toks = tokens(length=9, seed=8)  # longer than mistral's window of 4
     assert flashc.load(spec).parameter_count == sum(p.numel() for p in model.parameters())
     if family == "bert":
