@@ -231,7 +231,8 @@ def test_compile_onnx_writes_a_valid_model(tmp_path, capsys):
     out = tmp_path / "lenet5.onnx"
     rc, stdout, err = run_main(capsys, "compile", LENET, "--target", "onnx", "-o", out)
     assert rc == 0, err
-    assert stdout.strip() == f"wrote {out} (LeNet5, 61,706 parameters, target onnx)"
+    assert stdout.strip() == f"wrote {out} (LeNet5, 61,706 parameters, target onnx; weights: seeded initialisation, " \
+                             "seed 0 (as `flashc init`))"
     model = onnx.load(out)
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["image"]
@@ -245,7 +246,8 @@ def test_compile_torch_writes_python_source(tmp_path, capsys):
     out = tmp_path / "lenet5.py"
     rc, stdout, err = run_main(capsys, "compile", LENET, "--target", "torch", "-o", out)
     assert rc == 0, err
-    assert stdout.strip() == f"wrote {out} (LeNet5, 61,706 parameters, target torch)"
+    assert stdout.strip().startswith(f"wrote {out} (LeNet5, 61,706 parameters, target torch; weights: PyTorch's "
+                                     "default initialisation; load weights with safetensors.torch.load_model")
     source = out.read_text(encoding="utf-8")
     ast.parse(source)
     assert "import torch" in source
