@@ -11,25 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from zoo_reference import assert_matches_reference, numpy_state, perturb
+from zoo_reference import assert_matches_reference, perturb, saved
 
 import flashc
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-ATTENTION_NAMES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "out"}
 
 
-def hf_decoder_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """A *ForCausalLM state dict under the spec's names: less `model.`, attention projections q/k/v/out."""
-    out = {}
-    for key, value in numpy_state(model).items():
-        parts = key.removeprefix("model.").split(".")
-        parts = [ATTENTION_NAMES.get(p, p) for p in parts]
-        out[".".join(parts)] = value
-    return out
-
-
-def test_mistral_matches_mistral_for_causal_lm():
+def test_mistral_matches_mistral_for_causal_lm(tmp_path):
+    """Its state dict as it is, read through specs/mistral.hf.map."""
     mod = pytest.importorskip("transformers.models.mistral.modeling_mistral")
     config = mod.MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                num_attention_heads=4, num_key_value_heads=2, sliding_window=4, rms_norm_eps=1e-5,
@@ -40,7 +30,7 @@ def test_mistral_matches_mistral_for_causal_lm():
     model = perturb(mod.MistralForCausalLM(config), seed=0)
     spec = flashc.load(SPECS / "mistral.flash", vocab=50, d=32, heads=4, kv_heads=2, ff=48, depth=2, window=4)
     assert spec.parameter_count == sum(p.numel() for p in model.parameters())
-    weights = hf_decoder_state(model)
+    weights = saved(model, tmp_path)
     rng = np.random.default_rng(0)
     for batch, length in ((2, 7), (1, 12)):  # longer than the window: the window masks something
         tokens = rng.integers(0, 50, (batch, length)).astype(np.int64)

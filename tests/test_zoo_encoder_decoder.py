@@ -1,7 +1,8 @@
 """Encoder-decoder models of the zoo against Hugging Face `transformers` built from small random
 configs (nothing is downloaded), in PyTorch and onnxruntime (<= 1e-4): specs/t5_small.flash
 against T5ForConditionalGeneration (relative position bias shared per stack, tied and rescaled
-output projection)."""
+output projection). The reference's state dict is saved as it is and read through the map beside
+the spec."""
 
 from __future__ import annotations
 
@@ -10,29 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from zoo_reference import assert_matches_reference, numpy_state, perturb
+from zoo_reference import assert_matches_reference, perturb, saved
 
 import flashc
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
-def t5_to_flashc(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """T5's names under the spec's: attention's `o` is `out`; block 0's bias table belongs to its stack;
-    the tied copies (embed_tokens, lm_head) are the one `shared` table."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith("embed_tokens.weight") or key == "lm_head.weight":
-            continue
-        parts = key.split(".")
-        if "relative_attention_bias" in parts:
-            out[f"{parts[0]}.relative_attention_bias.weight"] = value
-            continue
-        out[".".join("out" if p == "o" else p for p in parts)] = value
-    return out
-
-
-def test_t5_matches_t5_for_conditional_generation():
+def test_t5_matches_t5_for_conditional_generation(tmp_path):
+    """Its state dict as it is, tied copies included, read through specs/t5_small.hf.map."""
     mod = pytest.importorskip("transformers.models.t5.modeling_t5")
     config = mod.T5Config(vocab_size=60, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
                           num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=12,
@@ -45,7 +32,7 @@ def test_t5_matches_t5_for_conditional_generation():
     spec = flashc.load(SPECS / "t5_small.flash", vocab=60, d=32, d_kv=8, heads=4, ff=48, depth=2, buckets=8,
                        max_distance=12)
     assert spec.parameter_count == sum(p.numel() for p in model.parameters())
-    weights = t5_to_flashc(numpy_state(model))
+    weights = saved(model, tmp_path)
     rng = np.random.default_rng(0)
     for batch, source, target in ((2, 9, 5), (1, 4, 15)):  # distances past max_distance: the last bucket
         ids = rng.integers(1, 60, (batch, source)).astype(np.int64)

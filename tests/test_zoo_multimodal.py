@@ -8,28 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from zoo_reference import assert_matches_reference, numpy_state, perturb
+from zoo_reference import assert_matches_reference, perturb, saved
 
 import flashc
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-ATTENTION_NAMES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "out_proj": "out"}
 
 
-def clip_to_flashc(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """CLIPModel's names under the spec's: attention projections q/k/v/out, two bare parameters as `weight`."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith("position_ids"):
-            continue  # a buffer of 0 .. n - 1: the spec makes its own positions
-        if key in ("logit_scale", "vision_model.embeddings.class_embedding"):
-            out[f"{key}.weight"] = value.reshape(-1)
-            continue
-        out[".".join(ATTENTION_NAMES.get(p, p) for p in key.split("."))] = value
-    return out
-
-
-def test_clip_matches_clip_model():
+def test_clip_matches_clip_model(tmp_path):
+    """Its state dict as it is, read through specs/clip_vit_b32.hf.map."""
     mod = pytest.importorskip("transformers.models.clip.modeling_clip")
     cfg = pytest.importorskip("transformers.models.clip.configuration_clip")
     text = cfg.CLIPTextConfig(vocab_size=60, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -48,7 +35,7 @@ def test_clip_matches_clip_model():
                        text_depth=2, size=32, patch=8, vision_d=24, vision_heads=3, vision_ff=40, vision_depth=2,
                        embed=20)
     assert spec.parameter_count == sum(p.numel() for p in model.parameters())
-    weights = clip_to_flashc(numpy_state(model))
+    weights = saved(model, tmp_path)
     rng = np.random.default_rng(0)
     for texts, images, length in ((2, 3, 7), (1, 2, 12)):
         ids = rng.integers(0, 59, (texts, length)).astype(np.int64)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from zoo_reference import assert_matches_reference, numpy_state, perturb
+from zoo_reference import assert_matches_reference, numpy_state, perturb, saved
 
 import flashc
 
@@ -282,12 +282,13 @@ def test_convnext_tiny_full_size_has_torchvision_state_dict():
     assert spec.parameter_count == sum(p.numel() for p in ref.parameters()) == 28_589_128
 
 
-def test_convnext_matches_torchvision_architecture():
-    """At 16 channels (and one block in stage 3); layer scales random, so every block counts."""
+def test_convnext_matches_torchvision_architecture(tmp_path):
+    """At 16 channels (two blocks in stage 3), layer scales random so every block counts; the state
+    dict as it is, read through specs/convnext_tiny.torchvision.map."""
     torch.manual_seed(4)
     reference = perturb(ConvNeXt(dims=(16, 32, 64, 128), depths=(3, 3, 2, 3), num_classes=10), seed=4, std=0.2)
     spec = flashc.load(SPECS / "convnext_tiny.flash", dim=16, depth3=2, classes=10)
-    weights = {convnext_to_flashc(k): v for k, v in numpy_state(reference).items()}
+    weights = saved(reference, tmp_path)
     rng = np.random.default_rng(4)
     for batch, h, w in ((1, 32, 32), (2, 64, 48)):
         image = rng.standard_normal((batch, 3, h, w)).astype(np.float32)

@@ -8,6 +8,7 @@ spec cannot take, such as attention's q/k/v/out); nothing else is changed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -39,22 +40,34 @@ def perturb(module: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Mo
     return module.eval()
 
 
-def run_both(spec: flashc.Spec, weights: Mapping[str, np.ndarray], feeds: dict[str, np.ndarray],
+def saved(module: torch.nn.Module, folder: Path) -> Path:
+    """The reference's state dict as a .safetensors file, under its own names (tied copies included)."""
+    from safetensors.numpy import save_file
+
+    path = folder / "reference.safetensors"
+    save_file(numpy_state(module), str(path))
+    return path
+
+
+def run_both(spec: flashc.Spec, weights: Mapping[str, np.ndarray] | Path, feeds: dict[str, np.ndarray],
              opset: int | None = None) -> dict[str, list[np.ndarray]]:
-    """Every output of the spec, from its torch module and from onnxruntime, with the same weights."""
-    missing, unexpected = set(spec.graph.weights) - set(weights), set(weights) - set(spec.graph.weights)
-    assert not missing and not unexpected, f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
-    module = spec.to_torch(weights=dict(weights)).eval()
+    """Every output of the spec, from its torch module and from onnxruntime, with the same weights:
+    a dict under the spec's names, or a reference's checkpoint file read through the map beside the spec."""
+    if not isinstance(weights, Path):
+        missing, unexpected = set(spec.graph.weights) - set(weights), set(weights) - set(spec.graph.weights)
+        assert not missing and not unexpected, f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        weights = dict(weights)
+    module = spec.to_torch(weights=weights).eval()
     with torch.no_grad():
         got = module(*(torch.from_numpy(feeds[name]) for name in spec.inputs))
     got = got if isinstance(got, tuple) else (got,)
     kwargs = {} if opset is None else {"opset": opset}
-    proto = spec.to_onnx(weights=dict(weights), **kwargs)
+    proto = spec.to_onnx(weights=weights, **kwargs)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return {"torch": [g.numpy() for g in got], "onnxruntime": session.run(None, feeds)}
 
 
-def assert_matches_reference(spec: flashc.Spec, weights: Mapping[str, np.ndarray], feeds: dict[str, np.ndarray],
+def assert_matches_reference(spec: flashc.Spec, weights: Mapping[str, np.ndarray] | Path, feeds: dict[str, np.ndarray],
                              want: list[np.ndarray] | np.ndarray, atol: float = ATOL, opset: int | None = None,
                              outputs: list[str] | None = None) -> None:
     """Both backends equal the reference on the named outputs (all of them by default)."""
