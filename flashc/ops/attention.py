@@ -40,14 +40,14 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, dim, heads, kv_dim=None, bias=True, causal=False, dropout=0.0, kv_heads=None,
-                 head_dim=None, out_bias=None, scale=None):
+                 head_dim=None, out_bias=None, scale=None, k_bias=None):
         super().__init__()
         kv_dim = kv_dim or dim
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads or heads, head_dim or dim // heads
         self.causal, self.dropout, self.scale = causal, dropout, scale
         inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.q = nn.Linear(dim, inner, bias=bias)
-        self.k = nn.Linear(kv_dim, kv_inner, bias=bias)
+        self.k = nn.Linear(kv_dim, kv_inner, bias=bias if k_bias is None else k_bias)
         self.v = nn.Linear(kv_dim, kv_inner, bias=bias)
         self.out = nn.Linear(inner, dim, bias=bias if out_bias is None else out_bias)
 
@@ -118,7 +118,9 @@ class Attention(Op):
     `relative_bias` [n, heads], bidirectional unless `causal` (T5 does not
     scale: write `scale = 1.0`). Weights: `q`, `k`, `v`, `out` (LLaMA's q_proj,
     k_proj, v_proj, o_proj); `qkv_bias` / `out_bias` override `bias` for the
-    input and output projections (Qwen2: `qkv_bias, out_bias = false`).
+    input and output projections (Qwen2: `qkv_bias, out_bias = false`), `k_bias`
+    for the keys alone (Whisper: `k_bias = false`; a key bias only shifts every
+    score of a query equally, so softmax ignores it).
     """
 
     family = "attention"
@@ -136,6 +138,7 @@ class Attention(Op):
         "head_dim": Param(int, None, doc="features per head; width / heads when not given", minimum=1),
         "qkv_bias": Param(bool, None, doc="bias on the q, k, v projections; `bias` when not given"),
         "out_bias": Param(bool, None, doc="bias on the output projection; `bias` when not given"),
+        "k_bias": Param(bool, None, doc="bias on the k projection; `qkv_bias` (or `bias`) when not given"),
         "scale": Param(float, None, doc="multiplies the scores; 1 / sqrt(head_dim) when not given"),
         "rope": Param(float, None, doc="rotary position embeddings with this base theta (LLaMA: 10000.0)"),
         "rope_dim": Param(int, None, doc="rotate only the first rope_dim features of each head", minimum=2),
@@ -154,6 +157,7 @@ class Attention(Op):
         ("x |> attention(8, kv_heads = 2, causal, bias = false)", "grouped-query: 2 key/value heads (1: multi-query)"),
         ("x |> attention(8, head_dim = 128)", "q, k, v project to heads * head_dim = 1024 features"),
         ("x |> attention(8, qkv_bias, out_bias = false)", "Qwen2: biases on q, k, v, none on the output"),
+        ("attention(x, memory, heads = 8, k_bias = false)", "Whisper: biases on q, v and out, none on k"),
         ("x |> attention(8, kv_heads = 2, rope = 10000.0, causal, bias = false)", "LLaMA: rotary q and k"),
         ("x |> attention(8, rope = 10000.0, rope_dim = 16, causal)", "GPT-NeoX: rotate the first 16 of 64 features"),
         ('x |> attention(8, rope = 10000.0, rope_dim = 16, rope_style = "interleaved", causal)',
@@ -185,6 +189,8 @@ class Attention(Op):
         {"x": "float32[2, 9, 8]", "heads": 2, "relative_buckets": 8, "max_distance": 6, "scale": 1.0, "bias": False},
         {"x": "float32[2, 9, 8]", "heads": 2, "relative_buckets": 6, "max_distance": 5, "causal": True,
          "window": 4, "scale": 1.0},
+        {"x": "float32[2, 5, 8]", "kv": "float32[2, 7, 6]", "heads": 2, "k_bias": False},
+        {"x": "float32[2, 6, 8]", "heads": 2, "causal": True, "window": 3, "k_bias": False},
     )
 
     def setting(self, name: str) -> Any:
@@ -200,6 +206,11 @@ class Attention(Op):
         """Whether the q/k/v projections and the output projection have a bias."""
         qkv, out = self.setting("qkv_bias"), self.setting("out_bias")
         return (self.bias if qkv is None else qkv), (self.bias if out is None else out)
+
+    def _k_bias(self) -> bool:
+        """Whether the k projection has a bias (Whisper's has none while q and v do)."""
+        k = self.setting("k_bias")
+        return self._bias_switches()[0] if k is None else k
 
     def _dims(self, x: TensorType, kv: TensorType | None) -> tuple[int, int]:
         kv = kv or x
@@ -255,7 +266,7 @@ class Attention(Op):
         qkv_bias, out_bias = self._bias_switches()
         inner, kv_inner = heads * head_dim, kv_heads * head_dim
         w: dict[str, WeightSpec] = {}
-        for proj, rows, fan_in, bias in (("q", inner, d, qkv_bias), ("k", kv_inner, dkv, qkv_bias),
+        for proj, rows, fan_in, bias in (("q", inner, d, qkv_bias), ("k", kv_inner, dkv, self._k_bias()),
                                          ("v", kv_inner, dkv, qkv_bias), ("out", d, inner, out_bias)):
             bound = 1 / math.sqrt(fan_in)
             w[f"{proj}.weight"] = WeightSpec((rows, fan_in), ("uniform", bound))
@@ -284,6 +295,8 @@ class Attention(Op):
                 f"dropout={self.dropout!r}"]
         if out_bias != qkv_bias:
             args.append(f"out_bias={out_bias}")
+        if self._k_bias() != qkv_bias:
+            args.append(f"k_bias={self._k_bias()}")
         optional = ["kv_heads", "head_dim", "scale"]
         if self.positional:
             optional += ["rope", "rope_dim", "rope_style", "window", "alibi", "relative_buckets", "max_distance"]
