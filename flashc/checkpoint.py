@@ -52,11 +52,6 @@ class Checkpoint:
     def shape(self, key: str) -> tuple[int, ...]:
         return self.entries[key].shape
 
-    def dtype(self, key: str) -> str:
-        if self.tensors is not None:
-            return str(self.tensors[key].dtype)
-        return NAMES[self.entries[key].dtype]
-
     def read(self, key: str) -> np.ndarray:
         """The tensor as numpy (bfloat16 widened to float32); a read-only memory map where possible."""
         if self.tensors is not None:
@@ -204,7 +199,7 @@ def _pickle(p: Path) -> Checkpoint:
         value = value.detach()
         tensors[key] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     ckpt = Checkpoint(str(p), tensors=tensors)
-    ckpt.entries = {k: Entry(p, "F32", tuple(v.shape), 0) for k, v in tensors.items()}
+    ckpt.entries = {k: Entry(p, "F32", tuple(v.shape), 0) for k, v in tensors.items()}  # shapes; reads use `tensors`
     return ckpt
 
 

@@ -192,10 +192,6 @@ class LoadedWeights(CheckedWeights):
     def __len__(self) -> int:
         return len(self.graph.weights)
 
-    def describe(self) -> str:
-        how = f" through {self.plan.wmap.path}" if self.plan.wmap else ""
-        return f"{self.ckpt.origin}{how}"
-
 
 def choose(graph: Graph, ckpt: Checkpoint, spec_path: str | Path | None, map_path: str | Path | None) -> Plan:
     """The plan of the given map, or the best of: the spec's own names and each map beside the spec."""

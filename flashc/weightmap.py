@@ -97,18 +97,9 @@ class WeightMap:
     rules: tuple[Rule, ...]
     text: str
 
-    @property
-    def label(self) -> str:
-        """The part of the file name between the spec's stem and `.map` (`hf`, `torchvision`)."""
-        name = Path(self.path).name
-        return name[:-4].split(".", 1)[1] if name.count(".") >= 2 else name[:-4]
-
     def match(self, key: str) -> tuple[Rule | None, dict[str, str]]:
         """The first rule whose source matches ``key`` (after a `strip` prefix), and its values."""
-        for prefix in self.strip:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
+        key = self.stripped(key)
         for rule in self.rules:
             m = rule.source.regex().match(key)
             if m:
@@ -116,6 +107,7 @@ class WeightMap:
         return None, {}
 
     def stripped(self, key: str) -> str:
+        """``key`` without the first `strip` prefix it starts with."""
         for prefix in self.strip:
             if key.startswith(prefix):
                 return key[len(prefix):]
