@@ -362,12 +362,14 @@ def test_tensor_named_like_a_builtin_is_renamed_in_generated_code_only():
 
 
 def test_module_attrs_cover_every_public_nn_module_attribute():
-    torch = pytest.importorskip("torch")
+    """Asked of torch alone, in a fresh interpreter: other libraries add their own (`smart_apply`)."""
+    pytest.importorskip("torch")
     from flashc.build.scope import MODULE_ATTRS
 
-    public = {n for n in dir(torch.nn.Module) if not n.startswith("_")}
-    public |= {n for n in vars(torch.nn.Module()) if not n.startswith("_")}
-    assert public <= MODULE_ATTRS
+    names = subprocess.run([sys.executable, "-c", "import torch; m = torch.nn.Module; print(' '.join("
+                            "n for n in {*dir(m), *vars(m())} if not n.startswith('_')))"],
+                           capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert len(names) > 40 and set(names) <= MODULE_ATTRS
 
 
 @pytest.mark.parametrize("alpha", ["1e999", "1e308 * 10", "-1e999"])
