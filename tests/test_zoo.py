@@ -30,6 +30,7 @@ ZOO = {
     "dcgan": (None, 3_576_704, "PyTorch DCGAN tutorial"),
     "clip_vit_b32": (None, 151_277_313, "HF CLIPModel"),
     "t5_small": (None, 60_506_624, "HF T5ForConditionalGeneration"),
+    "whisper_tiny": (None, 37_760_640, "HF WhisperForConditionalGeneration"),
 }
 EXTRA_MODELS = {("dcgan", "Discriminator"): 2_765_568}
 LARGE = ["mistral", "mixtral"]

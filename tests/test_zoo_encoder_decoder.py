@@ -1,7 +1,8 @@
 """Encoder-decoder models of the zoo against Hugging Face `transformers` built from small random
 configs (nothing is downloaded), in PyTorch and onnxruntime (<= 1e-4): specs/t5_small.flash
 against T5ForConditionalGeneration (relative position bias shared per stack, tied and rescaled
-output projection). The reference's state dict is saved as it is and read through the map beside
+output projection), specs/whisper_tiny.flash against WhisperForConditionalGeneration (conv front
+end, symbolic frame count, cross-attention, tied output). The reference's state dict is saved as it is and read through the map beside
 the spec."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from zoo_reference import assert_matches_reference, perturb, saved
+from zoo_reference import assert_matches_reference, perturb, run_both, saved
 
 import flashc
 
@@ -55,3 +56,39 @@ def test_a_parameter_weight_is_tied_by_name():
     with pytest.raises(flashc.FlashError, match="has no attribute `weight`"):
         flashc.loads("model M() {\n  input x: float32[B, 4]\n  h = x |> relu\n"
                      "  output y = x |> linear(4, weight = h.weight)\n}\n")
+
+
+def test_whisper_matches_whisper_for_conditional_generation(tmp_path):
+    """Conv front end, positions after the stride-2 conv, cross-attention, tied output; the state dict
+    as it is through specs/whisper_tiny.hf.map. Hugging Face takes only 2 * max_source_positions frames;
+    other frame counts compare the spec's two backends."""
+    mod = pytest.importorskip("transformers.models.whisper.modeling_whisper")
+    config = mod.WhisperConfig(vocab_size=60, num_mel_bins=10, d_model=32, encoder_layers=2, decoder_layers=2,
+                               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+                               decoder_ffn_dim=48, max_source_positions=6, max_target_positions=16,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                               dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    config._attn_implementation = "eager"
+    torch.manual_seed(1)
+    model = perturb(mod.WhisperForConditionalGeneration(config), seed=1)
+    assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
+    assert model.model.encoder.layers[0].self_attn.k_proj.bias is None
+    spec = flashc.load(SPECS / "whisper_tiny.flash", vocab=60, mels=10, d=32, heads=4, ff=48, encoder_depth=2,
+                       decoder_depth=2, audio_ctx=6, text_ctx=16)
+    assert spec.parameter_count == sum(p.numel() for p in model.parameters())
+    weights = saved(model, tmp_path)
+    rng = np.random.default_rng(1)
+    for batch, target in ((2, 5), (1, 9)):
+        features = rng.standard_normal((batch, 10, 12)).astype(np.float32)
+        ids = rng.integers(0, 60, (batch, target)).astype(np.int64)
+        with torch.no_grad():
+            out = model(input_features=torch.from_numpy(features), decoder_input_ids=torch.from_numpy(ids))
+        assert_matches_reference(spec, weights, {"input_features": features, "decoder_input_ids": ids},
+                                 [out.encoder_last_hidden_state.numpy(), out.logits.numpy()])
+    for frames, positions in ((9, 5), (11, 6), (4, 2)):  # shorter audio: (L - 1) // 2 + 1 positions
+        feeds = {"input_features": rng.standard_normal((2, 10, frames)).astype(np.float32),
+                 "decoder_input_ids": rng.integers(0, 60, (2, 4)).astype(np.int64)}
+        got = run_both(spec, weights, feeds)
+        assert got["torch"][0].shape == (2, positions, 32)
+        for a, b in zip(got["torch"], got["onnxruntime"]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
