@@ -61,7 +61,7 @@ class Checkpoint:
         if count == 0:
             raw = np.zeros(e.shape, dtype=STORED[e.dtype])
         else:
-            raw = np.memmap(e.file, dtype=STORED[e.dtype], mode="r", offset=e.offset, shape=e.shape)
+            raw = np.memmap(e.file, dtype=STORED[e.dtype], mode="r", offset=e.offset, shape=(count,)).reshape(e.shape)
         if e.dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
         return raw
@@ -72,16 +72,16 @@ def convert(value: np.ndarray, dtype: str, key: str, origin: str) -> np.ndarray:
     want = np.dtype(dtype)
     have = value.dtype
     if have == want:
-        return np.ascontiguousarray(value)
+        return np.asarray(value, order="C")
     if want.kind == "f" and have.kind == "f":
-        return np.ascontiguousarray(value, dtype=want)
+        return np.asarray(value, dtype=want, order="C")
     if want.kind in "iu" and have.kind in "iub":
         info = np.iinfo(want)
         if value.size and (value.min() < info.min or value.max() > info.max):
             raise error(Span.nowhere(origin), f"`{key}` holds values outside {dtype}")
-        return np.ascontiguousarray(value, dtype=want)
+        return np.asarray(value, dtype=want, order="C")
     if want.kind == "b" and have.kind in "biu":
-        return np.ascontiguousarray(value != 0)
+        return np.asarray(value != 0, order="C")
     hint = ("a quantized checkpoint needs its scales: dequantize it to float first" if have.kind in "iu" and
             want.kind == "f" else None)
     raise error(Span.nowhere(origin), f"`{key}` is {have}, the spec needs {dtype}", hint)
@@ -228,4 +228,4 @@ def write_safetensors(path: str | Path, layout: dict[str, tuple[str, tuple[int, 
         for name, array in tensors:
             expected, (dtype, shape) = next(order)
             assert name == expected and tuple(array.shape) == tuple(shape), (name, expected)
-            fh.write(memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B"))
+            fh.write(memoryview(np.asarray(array, dtype=dtype, order="C")).cast("B"))

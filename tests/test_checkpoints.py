@@ -520,3 +520,13 @@ def test_save_weights_of_a_trained_module_reads_back(tmp_path):
         torch.testing.assert_close(again.state_dict()[key], value, atol=0, rtol=0)
     proto = spec.to_onnx(weights=tmp_path / "t.safetensors")
     assert sum(i.name == "wte.weight" for i in proto.graph.initializer) == 1
+
+
+def test_scalar_buffers_round_trip(tmp_path):
+    """batchnorm's num_batches_tracked is a 0-d tensor: written and read back as one, not as [1]."""
+    spec = flashc.load(SPECS / "resnet18.flash", width=8, size=32, classes=10)
+    spec.save_weights(tmp_path / "r.safetensors", seed=2)
+    loaded, seeded = spec.open_weights(tmp_path / "r.safetensors"), spec.init_weights(seed=2)
+    assert loaded["bn1.num_batches_tracked"].shape == ()
+    for key, value in seeded.items():
+        assert loaded[key].shape == value.shape and np.array_equal(loaded[key], value), key
