@@ -2,7 +2,7 @@
 the op the paper names (no stand-in), and its PyTorch module and its ONNX graph agree (<= 1e-4) at
 small sizes, two batch sizes and, where a length is symbolic, two lengths. Each one's equality
 with an independent reference is tested beside it: test_zoo_vision (MobileNetV2, DCGAN,
-EfficientNet-B0), test_attention_variants_reference (TinyLlama), test_scan (Bahdanau),
+SE-ResNet-50), test_attention_variants_reference (TinyLlama), test_scan (Bahdanau),
 test_zoo_multimodal (CLIP), test_moe (Mixtral), test_zoo_encoder_decoder (Whisper)."""
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ ARCHITECTURES: dict[str, tuple[str, str | None, dict[str, Any], set[str], list[d
                           {"exp", "normalize", "einsum", "take_along_axis"},
                           [{"B": 1, "T": 5, "N": 2}, {"B": 3, "T": 8, "N": 1}]),
     "top-2 mixture of experts": ("mixtral", None, dict(vocab=50, d=32, heads=4, kv_heads=2, ff=48, experts=4,
-                                                       depth=1), {"moe_route", "moe_dispatch", "moe_combine"}, [{"B": 1, "T": 6}, {"B": 2, "T": 3}]),
+                                                       depth=1),
+                                 {"moe_route", "moe_dispatch", "moe_combine"}, [{"B": 1, "T": 6}, {"B": 2, "T": 3}]),
     "Whisper-style audio front end": ("whisper_tiny", None, dict(vocab=60, mels=10, d=32, heads=4, ff=48,
                                                                  encoder_depth=1, decoder_depth=1, audio_ctx=8,
                                                                  text_ctx=16),
                                       {"conv1d", "gelu", "positions"},
                                       [{"B": 1, "L": 16, "T": 3}, {"B": 2, "L": 9, "T": 5}]),
-    "squeeze-and-excitation net": ("efficientnet_b0", None, {"classes": 10},
+    "squeeze-and-excitation net": ("se_resnet50", None, {"width": 8, "classes": 10},
                                    {"adaptive_avg_pool2d", "sigmoid", "mul"},
                                    [{"B": 1, "H": 32, "W": 32}, {"B": 2, "H": 24, "W": 40}]),
 }

@@ -28,6 +28,7 @@ ZOO = {
     "efficientnet_b0": (None, 5_288_548, "torchvision"),
     "convnext_tiny": (None, 28_589_128, "torchvision"),
     "dcgan": (None, 3_576_704, "PyTorch DCGAN tutorial"),
+    "se_resnet50": (None, 28_088_024, "timm seresnet50"),
     "clip_vit_b32": (None, 151_277_313, "HF CLIPModel"),
     "t5_small": (None, 60_506_624, "HF T5ForConditionalGeneration"),
     "whisper_tiny": (None, 37_760_640, "HF WhisperForConditionalGeneration"),

@@ -2,8 +2,8 @@
 configs (nothing is downloaded), in PyTorch and onnxruntime (<= 1e-4): specs/t5_small.flash
 against T5ForConditionalGeneration (relative position bias shared per stack, tied and rescaled
 output projection), specs/whisper_tiny.flash against WhisperForConditionalGeneration (conv front
-end, symbolic frame count, cross-attention, tied output). The reference's state dict is saved as it is and read through the map beside
-the spec."""
+end, symbolic frame count, cross-attention, tied output). The reference's state dict is saved as
+it is and read through the map beside the spec."""
 
 from __future__ import annotations
 

@@ -258,7 +258,8 @@ class ConvNeXt(nn.Module):
                 layers.append(nn.Sequential(LayerNorm2d(dim, eps=1e-6), nn.Conv2d(dim, dims[i + 1], 2, 2)))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1), nn.Linear(dims[-1], num_classes))
+        self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1),
+                                        nn.Linear(dims[-1], num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(self.features(x)))
@@ -295,3 +296,66 @@ def test_convnext_matches_torchvision_architecture(tmp_path):
         with torch.no_grad():
             want = reference(torch.from_numpy(image)).numpy()
         assert_matches_reference(spec, weights, {"image": image}, want)
+
+
+# --- SE-ResNet-50 (timm's seresnet50 layout; SE reduction 16 as in the paper) -------------------
+
+
+class SEModule(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, channels // 16, 1), nn.Conv2d(channels // 16, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+class SEBottleneck(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out = 4 * planes
+        self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out)
+        self.se = SEModule(out)
+        self.downsample = (nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                           if stride != 1 or inplanes != out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.se(self.bn3(self.conv3(torch.relu(self.bn2(self.conv2(y))))))
+        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class SEResNet50(nn.Module):
+    def __init__(self, width: int = 64, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
+        inplanes = width
+        for i, (blocks, stride) in enumerate(((3, 1), (4, 2), (6, 2), (3, 2)), start=1):
+            planes = width * 2 ** (i - 1)
+            stage = []
+            for j in range(blocks):
+                stage.append(SEBottleneck(inplanes, planes, stride if j == 0 else 1))
+                inplanes = 4 * planes
+            setattr(self, f"layer{i}", nn.Sequential(*stage))
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_se_resnet50_full_size_has_timm_state_dict():
+    spec = flashc.load(SPECS / "se_resnet50.flash")
+    ref = SEResNet50()
+    assert {k: tuple(v.shape) for k, v in ref.state_dict().items()} == {
+        k: w.spec.shape for k, w in spec.graph.weights.items()}
+    assert spec.parameter_count == sum(p.numel() for p in ref.parameters()) == 28_088_024
+
+
+def test_se_resnet50_matches_the_paper_architecture():
+    torch.manual_seed(5)
+    check_image_net("se_resnet50", SEResNet50(width=16, num_classes=10), ((1, 32, 32), (2, 48, 40)), seed=5,
+                    width=16, classes=10)
