@@ -109,6 +109,38 @@ CLIP = tuple((name, key(path, default)) for name, path, default in (
     ("vision_ff", "vision_config.intermediate_size", 3072), ("vision_depth", "vision_config.num_hidden_layers", 12),
     ("embed", "projection_dim", 512), ("eps", "text_config.layer_norm_eps", 1e-5)))
 
+def t5_parts(config: Config) -> dict[str, str]:
+    """T5 v1.0 (t5-small ... t5-11b): ReLU feed-forward, one depth, the output tied to `shared`."""
+    activation(config, "feed_forward_proj", {"relu": "relu"})
+    if not config.get("tie_word_embeddings", True):
+        raise ValueError("tie_word_embeddings false: the template ties the output projection to `shared`")
+    if config.get("num_decoder_layers") not in (None, config.get("num_layers")):
+        raise ValueError("num_decoder_layers differs from num_layers: the template has one depth")
+    return {}
+
+
+T5 = (("vocab", key("vocab_size")), ("d", key("d_model")), ("d_kv", key("d_kv")), ("heads", key("num_heads")),
+      ("ff", key("d_ff")), ("depth", key("num_layers")), ("buckets", key("relative_attention_num_buckets", 32)),
+      ("max_distance", key("relative_attention_max_distance", 128)), ("eps", key("layer_norm_epsilon", 1e-6)))
+
+
+def whisper_parts(config: Config) -> dict[str, str]:
+    """Whisper: gelu, unscaled embeddings, the same heads and MLP width in encoder and decoder."""
+    activation(config, "activation_function", {"gelu": "gelu"})
+    for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if config.get(a) != config.get(b):
+            raise ValueError(f"{a} and {b} differ: the template has one of each")
+    if config.get("scale_embedding"):
+        raise ValueError("scale_embedding true: the template does not scale the token embeddings")
+    return {}
+
+
+WHISPER = (("vocab", key("vocab_size")), ("mels", key("num_mel_bins", 80)), ("d", key("d_model")),
+           ("heads", key("encoder_attention_heads")), ("ff", key("encoder_ffn_dim")),
+           ("encoder_depth", key("encoder_layers")), ("decoder_depth", key("decoder_layers")),
+           ("audio_ctx", key("max_source_positions", 1500)), ("text_ctx", key("max_target_positions", 448)),
+           ("eps", lambda c: 1e-5))  # nn.LayerNorm's default, which Whisper keeps
+
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", DECODER, decoder_parts, "LLaMA: grouped-query attention, rotary, RMSNorm, SiLU-gated MLP"),
     "mistral": Family("llama", DECODER, decoder_parts, "Mistral: LLaMA with a sliding attention window"),
@@ -139,6 +171,10 @@ FAMILIES: dict[str, Family] = {
                                                                         "gelu_new": 'gelu(approximate = "tanh")'}),
                              "qkv_bias": str(bool(c.get("qkv_bias", True))).lower()},
                   "ViT: patches by a strided conv, a class token, pre-norm encoder, a classifier on the class token"),
+    "t5": Family("t5", T5, t5_parts, "T5: encoder-decoder with relative position buckets, RMS norms, a tied and "
+                 "rescaled output projection"),
+    "whisper": Family("whisper", WHISPER, whisper_parts, "Whisper: a conv audio front end, encoder-decoder, the "
+                      "output tied to the token embedding"),
     "clip": Family("clip", CLIP, clip_parts, "CLIP: text and vision towers, projected, compared by a learned "
                    "temperature (the text feature is taken at the highest token id, the end token)"),
 }
@@ -152,7 +188,10 @@ def spec_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         text = repr(value)
-        return text if any(c in text for c in ".en") else text + ".0"
+        if "e" in text:  # 1e-06 -> 1e-6
+            mantissa, exponent = text.split("e")
+            return f"{mantissa}e{int(exponent)}"
+        return text if any(c in text for c in ".n") else text + ".0"
     raise ValueError(f"{value!r} is not a number")
 
 

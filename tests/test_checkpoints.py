@@ -372,7 +372,8 @@ def test_new_refuses_what_its_template_cannot_express(tmp_path):
     assert not (tmp_path / "m.flash").exists()
 
 
-@pytest.mark.parametrize(("template", "zoo"), [("clip", "clip_vit_b32")])
+@pytest.mark.parametrize(("template", "zoo"), [
+    ("clip", "clip_vit_b32"), ("t5", "t5_small"), ("whisper", "whisper_tiny")])
 def test_templates_are_the_zoo_specs_with_parameters(template, zoo):
     """`new` writes the zoo spec's body and map: only the header comment and the defaults differ."""
     from flashc.hfnew import TEMPLATES

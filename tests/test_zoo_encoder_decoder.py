@@ -92,3 +92,48 @@ def test_whisper_matches_whisper_for_conditional_generation(tmp_path):
         assert got["torch"][0].shape == (2, positions, 32)
         for a, b in zip(got["torch"], got["onnxruntime"]):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+
+
+def t5_model(mod):
+    config = mod.T5Config(vocab_size=60, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                          relative_attention_num_buckets=8, relative_attention_max_distance=12, dropout_rate=0.0,
+                          feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0)
+    return mod.T5ForConditionalGeneration(config), {"input_ids": (60, 7), "decoder_input_ids": (60, 5)}
+
+
+def whisper_model(mod):
+    config = mod.WhisperConfig(vocab_size=60, num_mel_bins=10, d_model=32, encoder_layers=2, decoder_layers=1,
+                               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+                               decoder_ffn_dim=48, max_source_positions=6, max_target_positions=16,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    return mod.WhisperForConditionalGeneration(config), {"input_features": (None, 10, 12), "decoder_input_ids": (60, 4)}
+
+
+@pytest.mark.parametrize("family", ["t5", "whisper"])
+def test_new_from_hf_then_compile_reproduces_the_model(tmp_path, family):
+    """`flashc new --from-hf` writes the zoo spec's body with the config's sizes and the zoo map;
+    `flashc compile --weights FOLDER` of it gives the Hugging Face model's outputs in onnxruntime."""
+    import onnxruntime as ort
+
+    from flashc.cli import main
+
+    mod = pytest.importorskip(f"transformers.models.{family}.modeling_{family}")
+    torch.manual_seed(3)
+    model, inputs = (t5_model if family == "t5" else whisper_model)(mod)
+    model = perturb(model, seed=3)
+    model.save_pretrained(tmp_path / "hf")
+    spec, onnx_path = tmp_path / "model.flash", tmp_path / "model.onnx"
+    assert main(["new", "--from-hf", str(tmp_path / "hf" / "config.json"), "-o", str(spec)]) == 0
+    assert flashc.load(spec).parameter_count == sum(p.numel() for p in model.parameters())
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(onnx_path), "--weights",
+                 str(tmp_path / "hf")]) == 0
+    rng = np.random.default_rng(3)
+    feeds = {name: (rng.standard_normal((2, *shape[1:])).astype(np.float32) if shape[0] is None
+                    else rng.integers(1, shape[0], (2, shape[1])).astype(np.int64)) for name, shape in inputs.items()}
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    np.testing.assert_allclose(got["logits"], out.logits.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(got["encoder_last_hidden_state"], out.encoder_last_hidden_state.numpy(), rtol=0,
+                               atol=1e-4)
