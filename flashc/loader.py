@@ -219,6 +219,9 @@ def open_weights(graph: Graph, path: str | Path, spec_path: str | Path | None = 
     """The checkpoint at ``path`` (file or folder) under the spec's names; one error lists every mismatch."""
     ckpt = open_checkpoint(path)
     chosen = choose(graph, ckpt, spec_path, map_path)
+    if chosen.wmap is not None:  # a rule naming no weight of the spec is a mistake in the map, at its line
+        chosen.wmap.check_targets([*graph.weights, *(a for names in tied_names(graph).values() for a in names)],
+                                  graph.name)
     report(graph, ckpt, chosen, allow_missing, allow_unexpected)
     return LoadedWeights(graph, ckpt, chosen, seed)
 

@@ -531,3 +531,17 @@ def test_scalar_buffers_round_trip(tmp_path):
     assert loaded["bn1.num_batches_tracked"].shape == ()
     for key, value in seeded.items():
         assert loaded[key].shape == value.shape and np.array_equal(loaded[key], value), key
+
+
+def test_a_map_with_a_misspelt_target_fails_at_its_line(tmp_path):
+    from safetensors.numpy import save_file
+
+    spec = flashc.load(SPECS / "lenet5.flash")
+    weights = spec.init_weights()
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    first = sorted(weights)[0]
+    (tmp_path / "bad.map").write_text(f"# a map\nsomething.{{p}} -> {first.split('.')[0]}x.{{p}}\n")
+    r = flashc_cli("compile", SPECS / "lenet5.flash", "--target", "onnx", "-o", tmp_path / "m.onnx",
+                   "--weights", tmp_path / "w.safetensors", "--map", tmp_path / "bad.map", check=False)
+    assert r.returncode == 1 and "bad.map:2:" in r.stderr and "names no weight of model LeNet5" in r.stderr
+    assert "did you mean" in r.stderr and "^^^" in r.stderr
