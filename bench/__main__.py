@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import ROOT, Table, machine, sgemm_peak, versions
 
-SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement", "moe")
+SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement", "moe", "generate")
 
 
 def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
@@ -34,6 +34,8 @@ def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
         from bench.scaling import run
     elif name == "moe":
         from bench.moe import run
+    elif name == "generate":
+        from bench.generate import run
     else:
         from bench.agreement import run
     return run
