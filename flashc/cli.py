@@ -199,12 +199,16 @@ def read_run_config(run: Path) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from flashc.outputs import check_output_dir
+    from flashc.train import distributed
 
+    controls = {"accumulate": args.accumulate, "precision": args.precision, "compile": args.compile or None}
     if args.resume:
         run = Path(args.resume)
         saved = read_run_config(run)
         spec_path, data, sets = saved["spec"], saved["data"], saved["set"]
         epochs = args.epochs or saved.get("epochs")
+        kept = saved.get("controls") if isinstance(saved.get("controls"), dict) else {}
+        controls = {k: v if v is not None else kept.get(k) for k, v in controls.items()}
     else:
         if not args.spec or not args.data or not args.output:
             raise UsageError("train needs SPEC, --data and -o RUN/ (or --resume RUN/)")
@@ -221,19 +225,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flashc.weights import write_atomic
 
     dataset = load_data(data, spec.graph)  # a data error stops here, before RUN/ is created
+    if args.nproc is not None and args.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and distributed.launched():
+        raise UsageError("--nproc starts the workers itself; under torchrun leave it out")
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise error(Span.nowhere(str(run)), f"cannot create the run directory: {exc.strerror or exc}") from None
 
-    write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
-                                               "epochs": epochs}, indent=1).encode())
-    result = spec.fit(dataset, run, epochs=epochs, resume=bool(args.resume), device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
+                                                   "epochs": epochs, "controls": controls}, indent=1).encode())
+    if args.nproc and args.nproc > 1:  # the same command in N workers, started by torch.distributed.run
+        return distributed.launch(worker_argv(args, epochs), args.nproc)
+    result = spec.fit(dataset, run, epochs=epochs, resume=bool(args.resume), device=args.device, shard=args.shard,
+                      **controls)
+    if int(os.environ.get("RANK", "0")) != 0:  # one of several workers: the main one reports
+        return 130 if result.interrupted else 1 if result.failed else 0
     if result.interrupted:
         print(f"interrupted; continue with: flashc train --resume {run}", file=sys.stderr)
         return 130
     print(f"run saved in {run}/ (best.safetensors, last.safetensors, metrics.jsonl, metrics.csv, curve.png)")
     return 1 if result.failed else 0
+
+
+def worker_argv(args: argparse.Namespace, epochs: int | None) -> list[str]:
+    """This `flashc train` command as each of the --nproc workers runs it (the same, less --nproc)."""
+    argv = ["train", "--resume", args.resume] if args.resume else ["train", args.spec, "--data", args.data, "-o", args.output]
+    if epochs:
+        argv += ["--epochs", str(epochs)]
+    for item in [] if args.resume else args.set:
+        argv += ["--set", item]
+    for flag, value in (("--model", args.model), ("--accumulate", args.accumulate), ("--precision", args.precision)):
+        if value is not None and not (args.resume and flag == "--model"):
+            argv += [flag, str(value)]
+    for folder in args.include:
+        argv += ["--include", folder]
+    argv += ["--device", args.device] + ["--shard"] * args.shard + ["--compile"] * args.compile
+    return argv
 
 
 def read_inputs(items: list[str], names: list[str]) -> dict[str, tuple[Any, str]]:
@@ -435,7 +465,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = command("new", "Write a spec (and its checkpoint map) from a Hugging Face config.json.")
     c.add_argument("--from-hf", required=True, metavar="CONFIG", help="a config.json, or the folder holding it: "
-                   "gpt2, bert, vit, llama, mistral, qwen2, mixtral, clip")
+                   "gpt2, bert, vit, llama, mistral, qwen2, mixtral, clip, t5, whisper")
     c.add_argument("-o", "--output", required=True, help="the .flash file to write; NAME.hf.map is written beside it")
     c.set_defaults(func=cmd_new)
 
@@ -451,6 +481,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--include", action="append", default=[], metavar="DIR",
                help="a folder `import` may read from, besides the spec's own folder tree")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    c.add_argument("--nproc", type=int, metavar="N", help="train in N local processes (DDP: gloo on CPU, NCCL on "
+                   "CUDA, one GPU each), started through torch.distributed.run; `batch` stays the global batch")
+    c.add_argument("--shard", action="store_true", help="with several processes: FSDP (fully_shard) instead of "
+                   "DDP, each process holding a shard of the weights and optimizer state")
+    c.add_argument("--accumulate", type=positive_int, metavar="K", help="micro-batches per optimizer step "
+                   "(overrides the section's `accumulate`)")
+    c.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast precision (overrides the "
+                   "section's `precision`; fp16 adds a gradient scaler)")
+    c.add_argument("--compile", action="store_true", help="train through torch.compile")
     c.set_defaults(func=cmd_train)
 
     c = command("generate", "Generate tokens from a decoder (a .flash spec, compiled with a KV cache, or an .onnx file).")
