@@ -106,8 +106,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         write_onnx(out, graph, weights, args.seed, args.opset or DEFAULT_OPSET)
         post_process(out, graph, args.dtype, args.quantize)
     if args.target == "torch":
-        held = ("PyTorch's default initialisation; load weights with safetensors.torch.load_model(model, FILE), "
-                f"e.g. FILE from `flashc init {args.spec} -o w.safetensors --seed {args.seed}` (the ONNX target's weights)")
+        made = (f"`flashc init {args.spec} -o w.safetensors --weights {args.weights}` (checked: they fit)" if args.weights
+                else f"`flashc init {args.spec} -o w.safetensors --seed {args.seed}` (the ONNX target's weights)")
+        held = f"PyTorch's default initialisation; load weights with safetensors.torch.load_model(model, FILE), FILE from {made}"
     else:
         held = f"from {args.weights}" if args.weights else f"seeded initialisation, seed {args.seed} (as `flashc init`)"
     print(f"wrote {out} ({spec.name}, {spec.parameter_count:,} parameters, target {args.target}; weights: {held})")
