@@ -559,3 +559,26 @@ def test_a_map_with_a_misspelt_target_fails_at_its_line(tmp_path):
                    "--weights", tmp_path / "w.safetensors", "--map", tmp_path / "bad.map", check=False)
     assert r.returncode == 1 and "bad.map:2:" in r.stderr and "names no weight of model LeNet5" in r.stderr
     assert "did you mean" in r.stderr and "^^^" in r.stderr
+
+
+def test_a_bf16_folder_compiles_to_onnx_without_torch(tmp_path):
+    """The ONNX path reads bfloat16 from the safetensors bytes: torch is never imported."""
+    from safetensors.torch import save_file
+
+    spec = flashc.load(SPECS / "tinyllama.flash", **LLAMA_SIZES)
+    state = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in spec.init_weights(seed=1).items()}
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    save_file({f"model.{k}" if k != "lm_head.weight" else k: v for k, v in state.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    argv = ["compile", str(SPECS / "tinyllama.flash"), "--target", "onnx", "-o", str(tmp_path / "m.onnx"),
+            "--weights", str(folder), *sets(**LLAMA_SIZES)]
+    code = ("import sys, flashc.cli\n"
+            f"assert flashc.cli.main({argv!r}) == 0\n"
+            "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    (got,) = run_onnx(tmp_path / "m.onnx", {"tokens": tokens()})
+    with torch.no_grad():
+        want = spec.to_torch(weights={k: v.float() for k, v in state.items()}).eval()(torch.from_numpy(tokens())).numpy()
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
