@@ -266,13 +266,8 @@ class ConvNeXt(nn.Module):
 
 
 def convnext_to_flashc(key: str) -> str:
-    """The two names the spec cannot take: a LayerNorm2d's own weight, a bare layer-scale parameter."""
-    parts = key.split(".")
-    if parts[-1] == "layer_scale":
-        return key + ".weight"
-    norms = {"features.0.1", "classifier.0", *(f"features.{i}.0" for i in (2, 4, 6))}
-    head = ".".join(parts[:-1])
-    return f"{head}.layernorm.{parts[-1]}" if head in norms else key
+    """The one name the spec cannot take: a bare layer-scale parameter is a parameter's `weight`."""
+    return key + ".weight" if key.endswith("layer_scale") else key
 
 
 def test_convnext_tiny_full_size_has_torchvision_state_dict():

@@ -8,21 +8,37 @@ from flashc.ir.dims import is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
 from flashc.ops.base import Lowering, Op, Param
+from flashc.ops.shape import normalize_axis
 
 
 class Layernorm(Op):
-    """Normalize each sample over its last axis (the seed's layer normalization)."""
+    """Normalize each sample over its last axis (the seed's layer normalization).
+
+    `axis = 1` normalizes the channels of a [B, C, H, W] image at every pixel
+    instead (ConvNeXt's LayerNorm2d), with weights of size C.
+    """
+
+    examples = (
+        ("x |> layernorm(eps = 1e-6)", "over the last axis, as nn.LayerNorm"),
+        ("img |> layernorm(eps = 1e-6, axis = 1)", "over the channels of an image: ConvNeXt's LayerNorm2d"),
+    )
 
     name = "layernorm"
     aliases = ("layer_norm",)
     family = "norm"
-    params = {"eps": Param(float, 1e-5), "bias": Param(bool, True)}
-    samples = ({"x": "float32[2, 5, 8]"}, {"x": "float32[3, 6]", "eps": 1e-6})
+    params = {"eps": Param(float, 1e-5), "bias": Param(bool, True),
+              "axis": Param(int, -1, doc="the axis normalized; 1: the channels of a [B, C, H, W] image")}
+    samples = ({"x": "float32[2, 5, 8]"}, {"x": "float32[3, 6]", "eps": 1e-6},
+               {"x": "float32[2, 4, 3, 5]", "axis": 1, "eps": 1e-6}, {"x": "float32[2, 6, 7]", "axis": -2, "bias": False})
+
+    def _axis(self, x: TensorType) -> int:
+        return normalize_axis(self, self.axis, x.rank)
 
     def _features(self, x: TensorType) -> int:
         self.require(x.rank >= 1 and x.is_float, f"layernorm needs a float tensor, got {x}")
-        self.require(is_static(x.shape[-1]), f"layernorm needs a fixed last axis, got {x.shape_str()}")
-        return int(x.shape[-1])
+        axis = self._axis(x)
+        self.require(is_static(x.shape[axis]), f"layernorm needs a fixed size on axis {self.axis}, got {x.shape_str()}")
+        return int(x.shape[axis])
 
     def weights(self, x: TensorType) -> dict[str, WeightSpec]:
         n = self._features(x)
@@ -38,10 +54,23 @@ class Layernorm(Op):
     def torch_module(self, x: TensorType) -> str:
         return f"nn.LayerNorm({self._features(x)}, eps={self.eps!r}, bias={self.bias})"
 
+    def to_torch(self, c: Lowering) -> str:
+        x, axis = c.inputs[0], self._axis(c.types[0])
+        if axis == c.types[0].rank - 1:
+            return f"{c.module}({x})"
+        return f"{c.module}({x}.movedim({axis}, -1)).movedim(-1, {axis})"  # nn.LayerNorm reads the last axis
 
     def to_onnx(self, tape: Any, c: Lowering) -> str:
-        ins = [c.inputs[0], c.weights["weight"]] + ([c.weights["bias"]] if self.bias else [])
-        return tape.op("LayerNormalization", ins, {"axis": -1, "epsilon": self.eps})
+        x, rank = c.inputs[0], c.types[0].rank
+        axis = self._axis(c.types[0])
+        last = [i for i in range(rank) if i != axis] + [axis]  # the normalized axis moved to the end
+        if axis != rank - 1:
+            x = tape.op("Transpose", [x], {"perm": last})
+        ins = [x, c.weights["weight"]] + ([c.weights["bias"]] if self.bias else [])
+        y = tape.op("LayerNormalization", ins, {"axis": -1, "epsilon": self.eps})
+        if axis == rank - 1:
+            return y
+        return tape.op("Transpose", [y], {"perm": [last.index(i) for i in range(rank)]})
 
 
 class Batchnorm(Op):
