@@ -120,11 +120,13 @@ class Spec:
         return load_model(self.path, name)
 
     def fit(self, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
-            device: str = "cpu", quiet: bool = False) -> Any:
-        """Train as the spec's `train` section says; data is a file, a built-in name or a dict of arrays."""
+            device: str = "cpu", quiet: bool = False, shard: bool = False, **controls: Any) -> Any:
+        """Train as the spec's `train` section says; data is a file, a built-in name or a dict of arrays.
+        ``controls`` (accumulate, precision, compile) override the section's; inside a torchrun worker
+        the processes train together (DDP, or FSDP with ``shard``)."""
         from flashc.train.loop import fit
 
-        return fit(self, data, out, epochs=epochs, resume=resume, device=device, quiet=quiet)
+        return fit(self, data, out, epochs=epochs, resume=resume, device=device, quiet=quiet, shard=shard, **controls)
 
     def to_onnx(self, path: str | Path | None = None, weights: Weights = None, seed: int = 0,
                 opset: int | None = None, kv_cache: bool = False, dtype: str = "float32",

@@ -82,7 +82,9 @@ EARLY_STOP = Schema("early_stop", {
     "monitor": Param("name", "val_loss"), "mode": Param(str, "min", choices=("min", "max")),
     "patience": Param(int, 5), "min_delta": Param(float, 0.0), "restore_best": Param(bool, False),
 })
-SETTINGS = ("optimizer", "schedule", "batch", "epochs", "early_stop", "adversarial", "clip_grad", "seed", "validation")
+SETTINGS = ("optimizer", "schedule", "batch", "epochs", "early_stop", "adversarial", "clip_grad", "seed", "validation",
+            "accumulate", "precision", "compile", "noise")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _rule(words: str, test: Any) -> tuple[str, Any]:
@@ -141,10 +143,10 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
                              did_you_mean(stmt.name, SETTINGS + ("loss", "target", "regularize")))
             elif stmt.name in found:
                 raise b.fail(stmt.span, f"`{stmt.name}` is given twice")
-            elif len(stmt.args) > 1 and stmt.name != "early_stop":
+            elif len(stmt.args) > 1 and stmt.name not in ("early_stop", "noise"):
                 raise b.fail(stmt.args[1].span, f"`{stmt.name}` takes one value")
             else:
-                found[stmt.name] = _setting(stmt, scope, b)
+                found[stmt.name] = _setting(stmt, scope, b, graph)
         except _Abort:
             continue  # already reported; check the next statement
     loss = None
@@ -171,6 +173,8 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
         batch=found.get("batch", 32), epochs=found.get("epochs", 10), early_stop=found.get("early_stop"),
         penalties=tuple(found["penalties"]), adversarial=found.get("adversarial"), clip_grad=found.get("clip_grad"),
         seed=found.get("seed", 0), settings={"validation": found.get("validation", 0.1)}, span=section.span,
+        accumulate=found.get("accumulate", 1), precision=found.get("precision", "fp32"),
+        compile=found.get("compile", False), noise=found.get("noise", ()),
     )
     return config, []
 
@@ -264,7 +268,7 @@ def _options(schema: Schema, args: tuple, scope: Scope, b: Builder, span: Any) -
     return given
 
 
-def _setting(stmt: ast.Setting, scope: Scope, b: Builder) -> Any:
+def _setting(stmt: ast.Setting, scope: Scope, b: Builder, graph: Graph) -> Any:
     first = stmt.args[0]
     if stmt.name == "optimizer":
         return _choice(first.value, OPTIMIZERS, "optimizer", scope, b)
@@ -276,8 +280,14 @@ def _setting(stmt: ast.Setting, scope: Scope, b: Builder) -> Any:
         return Choice("early_stop", tuple(_options(EARLY_STOP, stmt.args, scope, b, stmt.span).items()), stmt.span)
     if stmt.name == "batch" and isinstance(first.value, ast.Name) and first.value.id == "full":
         return "full"
+    if stmt.name in ("precision", "noise"):
+        return step_setting(stmt, graph, b)
     value = b.eval(first.value, scope)
-    if stmt.name in ("batch", "epochs", "seed"):
+    if stmt.name == "compile":
+        if not isinstance(value, bool):
+            raise b.fail(first.span, f"`compile` is true or false, got {value!r}")
+        return value
+    if stmt.name in ("batch", "epochs", "seed", "accumulate"):
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if stmt.name == "seed" else 1):
             hint = "`batch full` (batch GD), `batch N` (mini-batch) or `batch 1` (stochastic)" if stmt.name == "batch" else None
             raise b.fail(first.span, f"`{stmt.name}` must be a whole number >= 1, got {value!r}", hint)
@@ -287,6 +297,30 @@ def _setting(stmt: ast.Setting, scope: Scope, b: Builder) -> Any:
     if stmt.name == "validation" and not value < 1:
         raise b.fail(first.span, f"`validation` is the held-out share, between 0 and 1; got {value!r}")
     return float(value)
+
+
+def step_setting(stmt: ast.Setting, graph: Graph, b: Builder) -> Any:
+    """`precision bf16` (a bare name of PRECISIONS) and `noise z, w` (float inputs of the model)."""
+    names = []
+    for arg in stmt.args:
+        if arg.name is not None or not isinstance(arg.value, ast.Name):
+            what = "fp32, bf16 or fp16" if stmt.name == "precision" else "names of float inputs"
+            raise b.fail(arg.span, f"`{stmt.name}` takes {what}")
+        names.append(arg.value)
+    if stmt.name == "precision":
+        word = names[0].id
+        if word not in PRECISIONS:
+            raise b.fail(names[0].span, f"unknown precision `{word}`",
+                         did_you_mean(word, PRECISIONS) or f"known: {', '.join(PRECISIONS)}")
+        return word
+    inputs = {v.name: v.type for v in graph.inputs}
+    for name in names:
+        if name.id not in inputs:
+            raise b.fail(name.span, f"`noise` fills model inputs; `{name.id}` is not one",
+                         did_you_mean(name.id, inputs) or f"inputs: {', '.join(inputs)}")
+        if not inputs[name.id].is_float:
+            raise b.fail(name.span, f"`noise` draws floats; `{name.id}` is {inputs[name.id]}")
+    return tuple(n.id for n in names)
 
 
 def _penalty(stmt: ast.Regularize, graph: Graph, scope: Scope, b: Builder) -> Penalty:

@@ -91,10 +91,17 @@ def restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any], device:
 def save(run: Path, tag: str, module: torch.nn.Module, weight_names: list[str],
          optimizer: torch.optim.Optimizer, info: dict[str, Any], device: torch.device) -> None:
     """Write the checkpoint ``tag`` as one unit; a failure leaves the previous one in place."""
-    tensors, plain = _flatten_optimizer(optimizer.state_dict())
+    save_state(run, tag, model_state(module, weight_names), optimizer.state_dict(), info, device)
+
+
+def save_state(run: Path, tag: str, weights: dict[str, torch.Tensor], optimizer: dict[str, Any],
+               info: dict[str, Any], device: torch.device) -> None:
+    """:func:`save` from states already gathered (the weights by path, a position-keyed optimizer
+    state dict): what the main process of a DDP / FSDP run writes."""
+    tensors, plain = _flatten_optimizer(optimizer)
     rng_tensors, rng_plain = capture_rng(device)
     files = {
-        "weights.safetensors": save_bytes(model_state(module, weight_names), metadata={"format": "pt"}),
+        "weights.safetensors": save_bytes(weights, metadata={"format": "pt"}),
         "state.safetensors": save_bytes({**tensors, **rng_tensors}),
         "info.json": json.dumps({**info, "optimizer": plain, "rng": rng_plain}, indent=1, default=float).encode(),
     }

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ import torch
 from flashc.diagnostics import Span, error
 from flashc.ir.graph import Graph
 from flashc.ir.train import TrainConfig
-from flashc.train import checkpoint
+from flashc.train import checkpoint, distributed
 from flashc.train.data import load_data
 from flashc.train.dataset import Dataset, Splits, split
 from flashc.train.losses import classification_output, compile_loss, mse
-from flashc.train.optim import Schedule, make_optimizer
+from flashc.train.steps import Steps
 from flashc.weights import select_weights, write_atomic, write_error
 
 
@@ -77,14 +77,19 @@ def _batches(n: int, batch: int | str, epoch: int, seed: int) -> list[np.ndarray
     return [order[i:i + size] for i in range(0, n, size)]
 
 
-class Trainer:
-    """One run: the model, its optimizer and schedule, and the bookkeeping around them."""
+class Trainer(Steps):
+    """One run: the model, its optimizers and schedules, and the bookkeeping around them.
+
+    ``config`` replaces the spec's train section (command-line step controls); ``world`` is this
+    process's place among several (flashc/train/distributed.py); one process by default."""
 
     def __init__(self, spec: Any, splits: Splits, run: Path | None, device: str, quiet: bool,
-                 epochs: int | None = None):
+                 epochs: int | None = None, config: TrainConfig | None = None,
+                 world: distributed.World | None = None):
         self.spec = spec
         self.graph: Graph = spec.graph
-        self.config: TrainConfig = spec.graph.train
+        self.config: TrainConfig = config or spec.graph.train
+        self.world = world or distributed.World()
         self.splits = splits
         self.run = run
         self.device = torch.device(device)
@@ -96,16 +101,20 @@ class Trainer:
         random.seed(self.config.seed)
         self.model = spec.to_torch(seed=self.config.seed).to(self.device)
         self.weight_names = list(self.graph.weights)
-        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters())
-        self.steps_per_epoch = len(_batches(len(splits.train), self.config.batch, 0, 0))
+        self.net = self.prepare(self.config.compile)  # DDP / FSDP / torch.compile around the model
+        # One optimizer step covers `batch` x `accumulate` rows (all processes together).
+        batch, k = self.config.batch, self.config.accumulate
+        self.step_rows = batch if batch == "full" else int(batch) * k
+        self.steps_per_epoch = len(_batches(len(splits.train), self.step_rows, 0, 0))
         # The schedule's horizon: the spec's epochs, or more when a run asks for more.
         self.horizon = max(epochs or 0, self.config.epochs)
-        self.schedule = Schedule(self.config.schedule, self.optimizer, self.horizon, self.steps_per_epoch)
         self.input_names = [v.name for v in self.graph.inputs]
         self.output_names = [n for n, _ in self.graph.outputs]
-        self.classify = classification_output(self.config.loss)
+        self.classify = classification_output(self.config.loss, self.sizes())
         self.extra_losses = self._perceptual()
-        self.loss_fn = compile_loss(self.config.loss, self.extra_losses)
+        self.loss_fn = compile_loss(self.config.loss, self.extra_losses, self.sizes())
+        self.phases = self.make_phases()  # one per `phase` (or the section's loss and optimizer)
+        self.optimizer, self.schedule = self.phases[0].optimizer, self.phases[0].schedule
         self.penalized = [(pen.kind, pen.strength, [self.model.get_parameter(p) for p in pen.parameters])
                           for pen in self.config.penalties]
         self.history: list[dict[str, float]] = []
@@ -116,6 +125,8 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None  # kept in memory for restore_best
         self.step = 0  # steps done in the current epoch: a run stopped mid-epoch resumes from here
         self.partial = (0.0, 0)  # the current epoch's summed training loss and sample count so far
+        self.phase_sums = [0.0] * len(self.phases)  # the same sum per phase (when the section has phases)
+        self.epoch_phase_losses: dict[str, float] = {}  # the last epoch's training loss of each named phase
         self.stop_requested = False  # Ctrl-C: stop at the next step boundary, save, return
         self.consistent = True  # between steps: the state in memory is one a checkpoint may hold
 
@@ -151,8 +162,8 @@ class Trainer:
     def tensors(self, data: Dataset, index: np.ndarray) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(self.device) for k, v in data.arrays.items()}
 
-    def forward(self, env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.model(*(env[n] for n in self.input_names))
+    def forward(self, env: dict[str, torch.Tensor], net: Any = None) -> dict[str, torch.Tensor]:
+        out = (net or self.model)(*(env[n] for n in self.input_names))
         outs = out if isinstance(out, tuple) else (out,)
         return {**env, **dict(zip(self.output_names, outs))}
 
@@ -200,35 +211,32 @@ class Trainer:
     def train_epoch(self, progress: Any) -> tuple[float, int, str | None]:
         """One epoch from step ``self.step``; raises KeyboardInterrupt at a step boundary on Ctrl-C."""
         self.model.train()
-        batches = _batches(len(self.splits.train), self.config.batch, self.epoch, self.config.seed)
+        batches = _batches(len(self.splits.train), self.step_rows, self.epoch, self.config.seed)
         if progress is not None and self.step:
             progress.update(self.step)
         while self.step < len(batches):
-            if self.stop_requested:
+            if self.stop_requested and not self.world.active:  # several processes stop together, below
                 raise KeyboardInterrupt
             index = batches[self.step]
             self.consistent = False
-            env = self.adversarial(self.tensors(self.splits.train, index))
-            loss, _ = self.loss(env)
-            loss = self.penalty(loss)
-            value = loss.item()
+            step_sum, rows, phase_sums, stop = self.run_step(index, (self.epoch, self.step))
+            value = step_sum / rows
             if not math.isfinite(value):
                 total, count = self.partial
                 return total / max(count, 1), self.step, f"the loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}"
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-            self.optimizer.step()
-            self.schedule.after_step()
             self.step += 1
-            self.partial = (self.partial[0] + value * len(index), self.partial[1] + len(index))
+            self.partial = (self.partial[0] + step_sum, self.partial[1] + rows)
+            self.phase_sums = [a + b for a, b in zip(self.phase_sums, phase_sums)]
             self.consistent = True
+            if stop and self.world.active:
+                raise KeyboardInterrupt
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{value:.4f}", refresh=False)
         (total, count), steps = self.partial, self.step
-        self.step, self.partial = 0, (0.0, 0)
+        self.epoch_phase_losses = {f"train_{ph.name}_loss": t / max(count, 1)
+                                   for ph, t in zip(self.phases, self.phase_sums) if ph.name}
+        self.step, self.partial, self.phase_sums = 0, (0.0, 0), [0.0] * len(self.phases)
         self.consistent = False  # until the epoch's metrics and checkpoints are written
         return total / max(count, 1), steps, None
 
@@ -239,14 +247,20 @@ class Trainer:
             return {}
         self.model.eval()
         total, correct, n = 0.0, 0, 0
-        for start in range(0, len(data), 512):
-            index = np.arange(start, min(start + 512, len(data)))
-            loss, env = self.loss(self.tensors(data, index))
-            total += loss.item() * len(index)
-            n += len(index)
-            if self.classify:
-                logits, target = env[self.classify[0]], env[self.classify[1]]
-                correct += (logits.argmax(-1) == target).float().mean().item() * len(index)
+        chunk = 512 * self.world.size  # each process measures its stride of each chunk; sums are reduced
+        for start in range(0, len(data), chunk):
+            index = np.arange(start, min(start + chunk, len(data)))
+            at = distributed.part(np.arange(len(index)), self.world)
+            rows = len(at)
+            with self.autocast():
+                loss, env = self.loss(self.rows(data, index[at if rows else [0]], self.noise(len(index), (-1, start)),
+                                                at if rows else np.arange(1)))
+            total += loss.item() * rows
+            n += rows
+            if self.classify and rows:
+                logits, target = self.classify(env)
+                correct += (logits.argmax(-1) == target).float().mean().item() * rows
+        total, correct, n = distributed.all_sum([total, correct, n], self.world, self.device)
         out = {f"{prefix}_loss": total / n}
         if self.classify:
             out[f"{prefix}_accuracy"] = correct / n
@@ -270,23 +284,33 @@ class Trainer:
 
     # --- run directory --------------------------------------------------------------------
     def save(self, tag: str, reason: str = "") -> None:
+        """Checkpoint ``tag``: every process calls it (FSDP gathers the full state), the main one writes."""
         if self.run is None:
             return
         info = {"epoch": self.epoch, "step": self.step, "partial": list(self.partial), "horizon": self.horizon,
                 "best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
                 "schedule": self.schedule.state_dict(), "history": self.history, "reason": reason}
-        checkpoint.save(self.run, tag, self.model, self.weight_names, self.optimizer, info, self.device)
+        if len(self.phases) > 1:
+            info.update(self.phase_state(), phase_sums=self.phase_sums)
+        elif self.phases[0].scaler is not None:
+            info.update(scalers=self.phase_state()["scalers"])
+        weights = distributed.full_weights(self.model, self.world)
+        optimizer = self.optimizer_state()
+        if self.world.main:
+            state = {k: weights[k].detach().cpu().contiguous() for k in self.weight_names}
+            checkpoint.save_state(self.run, tag, state, optimizer, info, self.device)
+        distributed.barrier(self.world)  # nobody reads or replaces a checkpoint while it is written
 
     def restore(self, tag: str) -> None:
         """Continue exactly where checkpoint ``tag`` stood: weights, optimizer, schedule, random
         states, the position inside the epoch. A larger total of epochs stretches the schedule's
         horizon: from here on the lr follows the curve a run of the new total would have."""
         weights, optim_state, info = checkpoint.load(self.run, tag)
-        self.model.load_state_dict(_with_aliases(self.graph, weights, str(self.run / f"{tag}.safetensors")), strict=True)
-        self.optimizer.load_state_dict(optim_state)
-        self.schedule.load_state_dict(info["schedule"])
-        if info.get("horizon", self.horizon) != self.horizon:
-            self.schedule.set_horizon(self.horizon)
+        self.load_weights(_with_aliases(self.graph, weights, str(self.run / f"{tag}.safetensors")))
+        self.load_optimizer_state(optim_state)
+        self.load_phase_state(info)
+        if "phase_sums" in info:
+            self.phase_sums = list(info["phase_sums"])
         checkpoint.restore_rng(*info["rng"], self.device)
         self.epoch, self.best, self.best_epoch = info["epoch"], info["best"], info["best_epoch"]
         self.bad_epochs, self.history = info["bad_epochs"], info["history"]
@@ -295,7 +319,7 @@ class Trainer:
 
     def rewrite_metrics(self) -> None:
         """metrics.jsonl and metrics.csv as the history says, each replaced atomically."""
-        if self.run is None:
+        if self.run is None or not self.world.main:
             return
         write_atomic(self.run / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history).encode())
         buf = io.StringIO()
@@ -306,7 +330,7 @@ class Trainer:
         write_atomic(self.run / "metrics.csv", buf.getvalue().encode())
 
     def log(self, metrics: dict[str, float]) -> None:
-        if self.run is None:
+        if self.run is None or not self.world.main:
             return
         try:
             with (self.run / "metrics.jsonl").open("a") as fh:
@@ -396,7 +420,7 @@ def _epochs(trainer: Trainer, splits: Splits, total_epochs: int, quiet: bool, re
             if problem:
                 return f"stopped: {problem}; kept the last good checkpoint", True
             metrics = {"epoch": trainer.epoch + 1, "steps": steps, "lr": trainer.optimizer.param_groups[0]["lr"],
-                       "train_loss": train_loss, **trainer.measure(splits.val, "val")}
+                       "train_loss": train_loss, **trainer.epoch_phase_losses, **trainer.measure(splits.val, "val")}
             if not all(math.isfinite(v) for v in metrics.values()):
                 bad = next(k for k, v in metrics.items() if not math.isfinite(v))
                 return (f"stopped: {bad} became {metrics[bad]} at epoch {trainer.epoch + 1}; "
@@ -426,11 +450,16 @@ def _epochs(trainer: Trainer, splits: Splits, total_epochs: int, quiet: bool, re
 
 
 def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None = None, resume: bool = False,
-        device: str = "cpu", quiet: bool = False, test_share: float = 0.1) -> FitResult:
-    """Train ``spec`` on ``data`` as its train section says; write the run to ``out``."""
+        device: str = "cpu", quiet: bool = False, test_share: float = 0.1, shard: bool = False,
+        **controls: Any) -> FitResult:
+    """Train ``spec`` on ``data`` as its train section says; write the run to ``out``.
+
+    ``controls`` override the section's step controls (`accumulate`, `precision`, `compile`).
+    Inside a torchrun worker the run is one of several processes (DDP; FSDP with ``shard``)."""
     config: TrainConfig | None = spec.graph.train
     if config is None:
         raise error(spec.graph.span, f"{spec.name} has no `train` section", f"add `train {spec.name} {{ loss ...; optimizer ... }}`")
+    config = step_controls(config, controls)
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
     problem = check_device(device)
@@ -449,15 +478,42 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
         except OSError as exc:
             raise error(Span.nowhere(str(run)), f"cannot create the run directory: {exc.strerror or exc}") from None
     total_epochs = epochs or config.epochs
-    trainer = Trainer(spec, splits, run, device, quiet, total_epochs)
+    world, device = distributed.join(device, shard)
+    distributed.check_world(world, config, len(splits.train))
+    quiet = quiet or not world.main
+    trainer = Trainer(spec, splits, run, device, quiet, total_epochs, config, world)
+    try:
+        return _run(trainer, spec, dataset, splits, run, resume, total_epochs, quiet)
+    finally:
+        distributed.leave(world)
+
+
+def step_controls(config: TrainConfig, controls: dict[str, Any]) -> TrainConfig:
+    """The section with `accumulate`, `precision` and `compile` replaced where given (not None)."""
+    given = {k: v for k, v in controls.items() if v is not None}
+    unknown = set(given) - {"accumulate", "precision", "compile"}
+    if unknown:
+        raise TypeError(f"unknown step control(s): {', '.join(sorted(unknown))}")
+    if "accumulate" in given and (type(given["accumulate"]) is not int or given["accumulate"] < 1):
+        raise ValueError(f"accumulate must be a whole number >= 1, got {given['accumulate']!r}")
+    if "precision" in given and given["precision"] not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {given['precision']!r}")
+    return replace(config, **given) if given else config
+
+
+def _run(trainer: Trainer, spec: Any, dataset: Dataset, splits: Splits, run: Path | None, resume: bool,
+         total_epochs: int, quiet: bool) -> FitResult:
+    """The run itself, once the trainer stands (every process runs this; the main one writes)."""
+    config, main = trainer.config, trainer.world.main
     if resume:
         if run is None or not checkpoint.exists(run, "last"):
             raise error(Span.nowhere(str(run)), f"nothing to resume in {run}: no complete `last` checkpoint")
         trainer.restore("last")
-    elif run is not None:  # a new run in an old directory starts over: no stale checkpoint to resume by mistake
+    elif run is not None and main:  # a new run in an old directory starts over: no stale checkpoint to resume
         for tag in ("last", "best"):
             checkpoint.remove(run, tag)
         (run / "metrics.jsonl").unlink(missing_ok=True)
+    distributed.barrier(trainer.world)
     es = config.early_stop
     reason, failed, interrupted = f"finished {total_epochs} epochs", False, False
     try:
@@ -477,12 +533,12 @@ def fit(spec: Any, data: Any, out: str | Path | None = None, epochs: int | None 
             trainer.model.load_state_dict(trainer.best_state, strict=True)
         elif run is not None and checkpoint.exists(run, "best"):  # a resumed run: best is on disk
             weights, _, _ = checkpoint.load(run, "best")
-            trainer.model.load_state_dict(_with_aliases(trainer.graph, weights, str(run / "best.safetensors")), strict=True)
+            trainer.load_weights(_with_aliases(trainer.graph, weights, str(run / "best.safetensors")))
     test = {} if interrupted else trainer.measure(splits.test, "test")
     result = FitResult(trainer.history, reason, trainer.best_epoch, test, run, trainer.model, failed, interrupted)
-    if run is not None and trainer.history:
+    if run is not None and trainer.history and main:
         _plot(trainer.history, run / "curve.png")
-    if run is not None:
+    if run is not None and main:
         summary = {"stop_reason": reason, "failed": failed, "interrupted": interrupted, "best_epoch": trainer.best_epoch,
                    "epochs_run": trainer.epoch, "test": test, "spec": str(spec.path), "data": dataset.origin}
         write_atomic(run / "summary.json", json.dumps(summary, indent=1, default=float).encode())

@@ -1,7 +1,9 @@
 """The losses of the seed, and the evaluation of a spec's loss expression.
 
 A custom loss is a checked expression tree (`LossTerm`) over these built-ins,
-numbers and + - * /: evaluating it never runs user code.
+numbers, + - * /, and the tensor functions of FUNCTIONS (`arange(B)`, `ones_like(x)`,
+`transpose(x)`, `mean(x)`, ...) applied to outputs, inputs and targets: evaluating it
+never runs user code.
 """
 
 from __future__ import annotations
@@ -78,13 +80,32 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def evaluate(term: LossTerm, env: dict[str, Tensor], extra: dict[str, Callable[..., Tensor]] | None = None) -> Tensor:
+def _like(fill: float) -> Callable[..., Tensor]:
+    return lambda x: torch.full_like(x, fill, dtype=x.dtype if x.is_floating_point() else torch.float32)
+
+
+# Tensor functions a loss expression may apply (their shapes are checked by flashc/build/loss_exprs.py).
+FUNCTIONS: dict[str, Callable[..., Tensor]] = {
+    "ones_like": _like(1.0), "zeros_like": _like(0.0),
+    "full_like": lambda x, value: torch.full_like(x, value, dtype=x.dtype if x.is_floating_point() else torch.float32),
+    "transpose": lambda x: x.transpose(-1, -2), "detach": lambda x: x.detach(),
+    "mean": lambda x: x.float().mean() if not x.is_floating_point() else x.mean(),
+    "sum": lambda x: x.float().sum() if not x.is_floating_point() else x.sum(),
+    "log": torch.log, "exp": torch.exp, "abs": torch.abs, "sqrt": torch.sqrt, "sigmoid": torch.sigmoid,
+    "softplus": F.softplus, "relu": torch.relu, "tanh": torch.tanh, "square": torch.square,
+}
+
+
+def evaluate(term: LossTerm, env: dict[str, Tensor], extra: dict[str, Callable[..., Tensor]] | None = None,
+             sizes: dict[str, tuple[str, int]] | None = None) -> Tensor:
     """The value of a loss expression over named tensors (outputs, inputs, targets)."""
-    return compile_loss(term, extra)(env)
+    return compile_loss(term, extra, sizes)(env)
 
 
-def compile_loss(term: LossTerm, extra: dict[str, Callable[..., Tensor]] | None = None) -> Callable[[dict], Tensor]:
-    """The loss expression as one closure, resolved once instead of walked at every step."""
+def compile_loss(term: LossTerm, extra: dict[str, Callable[..., Tensor]] | None = None,
+                 sizes: dict[str, tuple[str, int]] | None = None) -> Callable[[dict], Tensor]:
+    """The loss expression as one closure, resolved once instead of walked at every step.
+    ``sizes``: where a symbolic size such as `B` in `arange(B)` is read, (tensor name, axis)."""
     if term.kind == "number":
         value = torch.tensor(term.value)
         return lambda env: value
@@ -92,24 +113,48 @@ def compile_loss(term: LossTerm, extra: dict[str, Callable[..., Tensor]] | None 
         name = term.name
         return lambda env: env[name]
     if term.kind == "neg":
-        inner = compile_loss(term.children[0], extra)
+        inner = compile_loss(term.children[0], extra, sizes)
         return lambda env: -inner(env)
     if term.kind == "binop":
-        a, b = (compile_loss(c, extra) for c in term.children)
+        a, b = (compile_loss(c, extra, sizes) for c in term.children)
         op = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}[term.name]
         return lambda env: op(a(env), b(env))
-    fn = (extra or {}).get(term.name) or LOSSES[term.name]
+    if term.kind == "fn" and term.name == "arange":
+        return _arange(term, sizes or {})
     options: dict[str, Any] = dict(term.options)
-    names = term.args
-    return lambda env: fn(*(env[a] for a in names), **options)
+    if term.kind == "fn":
+        fn = FUNCTIONS[term.name]
+    else:
+        fn = (extra or {}).get(term.name) or LOSSES[term.name]
+    if not term.children:  # a call written before calls kept their arguments as terms: names only
+        names = term.args
+        return lambda env: fn(*(env[a] for a in names), **options)
+    parts = [compile_loss(c, extra, sizes) for c in term.children]
+    return lambda env: fn(*(p(env) for p in parts), **options)
 
 
-def classification_output(term: LossTerm) -> tuple[str, str] | None:
-    """The (logits, target) pair of the first cross_entropy/hinge in the loss, for accuracy."""
+def _arange(term: LossTerm, sizes: dict[str, tuple[str, int]]) -> Callable[[dict], Tensor]:
+    """`arange(B)`: 0..B-1 (int64) where B is a number or a symbolic size read off a tensor of the step."""
+    size = term.args[0]
+    if size.isdigit():
+        n = int(size)
+        return lambda env: torch.arange(n)
+    name, axis = sizes[size]
+    return lambda env: torch.arange(env[name].shape[axis], device=env[name].device)
+
+
+def classification_output(term: LossTerm, sizes: dict[str, tuple[str, int]] | None = None,
+                          ) -> Callable[[dict], tuple[Tensor, Tensor]] | None:
+    """The (logits, target) tensors of the first cross_entropy/hinge in the loss, for accuracy
+    (either may be an expression: `cross_entropy(logits, arange(B))`)."""
     if term.kind == "call" and term.name in ("cross_entropy", "hinge"):
-        return term.args[0], term.args[1]
+        if not term.children:
+            logits, target = term.args[:2]
+            return lambda env: (env[logits], env[target])
+        a, b = (compile_loss(c, None, sizes) for c in term.children[:2])
+        return lambda env: (a(env), b(env))
     for child in term.children:
-        found = classification_output(child)
+        found = classification_output(child, sizes)
         if found:
             return found
     return None
