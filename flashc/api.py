@@ -73,15 +73,25 @@ class Spec:
 
         if isinstance(weights, (str, Path)):
             weights = materialize(self.open_weights(weights, seed=seed, **reading))
-        return to_torch(self.lowered_graph(kv_cache), weights, seed)
+        encoder, graph = self.lowered_graphs(kv_cache)
+        if encoder is None:
+            return to_torch(graph, weights, seed)
+        full = weights if weights is not None else self.init_weights(seed)
+        return tuple(to_torch(g, {k: v for k, v in full.items() if k in g.weights}) for g in (encoder, graph))
 
     def lowered_graph(self, kv_cache: bool = False) -> Graph:
-        """The graph the backends lower: the spec's, or with ``kv_cache`` its cached form (flashc/kvcache.py)."""
-        if not kv_cache:
-            return self.graph
-        from flashc.kvcache import with_kv_cache
+        """The graph the backends lower: the spec's, or with ``kv_cache`` its cached form (flashc/kvcache.py;
+        an encoder-decoder's cached decoder)."""
+        return self.lowered_graphs(kv_cache)[1]
 
-        return with_kv_cache(self.graph)
+    def lowered_graphs(self, kv_cache: bool = False) -> tuple[Graph | None, Graph]:
+        """(encoder, main graph): with ``kv_cache``, an encoder-decoder is split into its encoder (which also
+        returns the cross-attention keys/values) and its cached decoder; otherwise the encoder is None."""
+        if not kv_cache:
+            return None, self.graph
+        from flashc.kvcache import cached_graphs
+
+        return cached_graphs(self.graph)
 
     def generate(self, prompt_ids: Any, max_new_tokens: int, weights: Weights = None, seed: int = 0,
                  **options: Any) -> Any:
@@ -135,7 +145,8 @@ class Spec:
         weight at a time instead (large models never sit in memory) and the path is returned.
         A checkpoint path is read as :meth:`open_weights` says (``reading``: its options).
 
-        ``kv_cache``: past keys/values in, present ones out (flashc/kvcache.py). ``dtype =
+        ``kv_cache``: past keys/values in, present ones out (flashc/kvcache.py); an encoder-decoder gives
+        (encoder, decoder) models, or writes the encoder beside ``path`` as NAME.encoder.onnx. ``dtype =
         "float16"``: half-precision weights and compute, float32 inputs and outputs; ``quantize =
         "int8"``: int8 weights of the matrix products, decision layers kept in float32
         (backends/onnx_post.py)."""
@@ -146,7 +157,21 @@ class Spec:
             raise ValueError(f"dtype must be float32 or float16 and quantize None or int8, got {dtype!r}, {quantize!r}")
         if isinstance(weights, (str, Path)):
             weights = self.open_weights(weights, seed=seed, **reading)
-        graph = self.lowered_graph(kv_cache)
+        encoder, graph = self.lowered_graphs(kv_cache)
+        if encoder is not None:  # an encoder-decoder: (encoder, decoder), or the decoder's path with m.encoder.onnx beside
+            from flashc.kvcache import encoder_path
+            from flashc.loader import materialize
+
+            # the seeded values of the whole spec: each part's own draw would differ
+            weights = self.init_weights(seed) if weights is None else weights
+            if not isinstance(weights, dict):
+                weights = materialize(weights)
+            if path is None:
+                return tuple(to_onnx_model(g, weights, seed, opset or DEFAULT_OPSET) for g in (encoder, graph))
+            for g, where in ((encoder, encoder_path(path)), (graph, Path(path))):
+                write_onnx(where, g, weights, seed, opset or DEFAULT_OPSET)
+                post_process(where, g, dtype, quantize)
+            return Path(path)
         if path is None and dtype == "float32" and quantize is None:
             return to_onnx_model(graph, weights, seed, opset or DEFAULT_OPSET)
         if path is None:

@@ -93,18 +93,27 @@ def cmd_compile(args: argparse.Namespace) -> int:
     check_output_file(out, [("spec", args.spec), ("weights file", args.weights)], also)
     spec = load_model(args.spec, args.model, parse_sets(args.set), args.include)
     weights = open_weights(spec, args) if args.weights else None
-    graph = spec.lowered_graph(args.kv_cache)
+    encoder, graph = spec.lowered_graphs(args.kv_cache)
     if args.target == "torch":
         from flashc.backends.torch import torch_source
+        from flashc.kvcache import encoder_path
         from flashc.weights import write_atomic
 
         write_atomic(out, torch_source(graph).encode("utf-8"))
+        if encoder is not None:
+            write_atomic(encoder_path(out), torch_source(encoder).encode("utf-8"))
+    elif encoder is not None:  # an encoder-decoder with --kv-cache: m.onnx (decoder) and m.encoder.onnx
+        spec.to_onnx(out, weights, args.seed, args.opset, kv_cache=True, dtype=args.dtype, quantize=args.quantize)
     else:
         from flashc.backends.onnx import DEFAULT_OPSET, write_onnx
         from flashc.backends.onnx_post import post_process
 
         write_onnx(out, graph, weights, args.seed, args.opset or DEFAULT_OPSET)
         post_process(out, graph, args.dtype, args.quantize)
+    if encoder is not None:
+        from flashc.kvcache import encoder_path
+
+        print(f"wrote {encoder_path(out)} ({encoder.name}: the encoder, with every cross-attention's keys and values)")
     if args.target == "torch":
         made = (f"`flashc init {args.spec} -o w.safetensors --weights {args.weights}` (checked: they fit)" if args.weights
                 else f"`flashc init {args.spec} -o w.safetensors --seed {args.seed}` (the ONNX target's weights)")

@@ -3,8 +3,10 @@
 Every causal decoder of specs/ (GPT-2, the character GPT, TinyLlama's GQA + RoPE, Mixtral's
 experts) and a spec with every positional variant (interleaved partial RoPE, ALiBi with a
 sliding window, T5's causal buckets) run in the generated PyTorch module and in onnxruntime at
-opset 23 (`Attention` with past_key/past_value) and 17 (the decomposition). Attention that
-cannot be cached is refused at its line.
+opset 23 (`Attention` with past_key/past_value) and 17 (the decomposition). Encoder-decoders
+(T5, the translation spec) split into an encoder that also returns every cross-attention's keys
+and values, computed once, and a cached decoder; together they equal the whole model. Attention
+that cannot be cached is refused at its line.
 """
 
 from __future__ import annotations
@@ -124,3 +126,80 @@ def test_compile_kv_cache_on_an_encoder_is_a_clean_error(tmp_path) -> None:
     assert run.returncode == 1
     assert "error: --kv-cache caches causal self-attention" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+ENCODER_DECODERS = {
+    "t5_small": lambda: flashc.load("specs/t5_small.flash", vocab=60, d=32, d_kv=8, heads=4, ff=64, depth=2, buckets=8,
+                                    max_distance=16),
+    "translation": lambda: flashc.load("specs/translation.flash", vocab=60, ctx=16, d=32, heads=4, ff=64, depth=2),
+}
+
+
+def _seq2seq_feeds(spec: flashc.Spec) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for v in spec.graph.inputs:
+        shape = [2 if str(d) == "B" else 7 if str(d) == "S" else SPLITS[-1] for d in v.type.shape]
+        feeds[v.name] = rng.integers(0, 50, shape) if v.type.dtype == "int64" else np.zeros(shape, bool)
+        if v.type.dtype == "bool":
+            feeds[v.name][0, -2:] = True  # padding at the end of the first source
+    return feeds
+
+
+def _seq2seq_stepped(encoder_run, decoder_run, encoder, decoder, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The decoder's logits: the encoder once, then the decoder fed its input as a prompt then token by token."""
+    env = dict(zip((n for n, _ in encoder.outputs), encoder_run({v.name: feeds[v.name] for v in encoder.inputs})))
+    env.update(feeds)
+    start = decoder.inputs[0].name
+    cache = _empty_cache(decoder)
+    n_out = len([name for name, _ in decoder.outputs if not name.startswith("present.")])
+    pieces = []
+    for a, b in zip(SPLITS, SPLITS[1:]):
+        step = {v.name: env[v.name][:, a:b] if v.name == start else cache.get(v.name, env.get(v.name))
+                for v in decoder.inputs}
+        outs = decoder_run(step)
+        pieces.append(outs[0])
+        cache = dict(zip(cache, outs[n_out:]))
+    return np.concatenate(pieces, axis=1)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODER_DECODERS))
+def test_encoder_decoder_cross_keys_once_and_a_cached_decoder(name: str) -> None:
+    spec = ENCODER_DECODERS[name]()
+    feeds = _seq2seq_feeds(spec)
+    weights = spec.init_weights(seed=1)
+    with torch.no_grad():
+        want = spec.to_torch(weights=weights).eval()(*(torch.from_numpy(feeds[v.name]) for v in spec.graph.inputs))
+    want = (want[-1] if isinstance(want, tuple) else want).numpy()  # logits: the last output
+    encoder, decoder = spec.lowered_graphs(kv_cache=True)
+    assert [n for n, _ in encoder.outputs if n.startswith("encoder_key_values.")] == [
+        f"encoder_key_values.{i}.{p}" for i in range(2) for p in ("key", "value")]
+    modules = [m.eval() for m in spec.to_torch(weights=weights, kv_cache=True)]
+
+    def torch_run(module, graph):
+        def run(f):
+            with torch.no_grad():
+                out = module(*(torch.from_numpy(np.asarray(f[v.name])) for v in graph.inputs))
+            return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        return run
+
+    got = {"torch": _seq2seq_stepped(torch_run(modules[0], encoder), torch_run(modules[1], decoder), encoder, decoder,
+                                     feeds)}
+    for opset in (23, 17):
+        enc, dec = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+                    for m in spec.to_onnx(weights=weights, opset=opset, kv_cache=True))
+        got[f"onnx opset {opset}"] = _seq2seq_stepped(lambda f, s=enc: s.run(None, f), lambda f, s=dec: s.run(None, f),
+                                                      encoder, decoder, feeds)
+    for backend, value in got.items():
+        np.testing.assert_allclose(value, want, rtol=0, atol=ATOL, err_msg=backend)
+
+
+def test_compile_kv_cache_of_an_encoder_decoder_writes_two_files(tmp_path) -> None:
+    out = tmp_path / "t5.onnx"
+    run = subprocess.run([sys.executable, "-m", "flashc.cli", "compile", "specs/t5_small.flash", "--target", "onnx",
+                          "--kv-cache", "-o", str(out), "--set", "depth=1", "--set", "d=32", "--set", "ff=32",
+                          "--set", "vocab=50", "--set", "heads=2", "--set", "d_kv=8"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    names = {f.name for f in tmp_path.iterdir()}
+    assert names == {"t5.onnx", "t5.encoder.onnx"}
+    assert "t5.encoder.onnx" in run.stdout

@@ -91,6 +91,22 @@ class MultiHeadAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
                                            enable_gqa=self.kv_heads != self.heads)
         return self.out(y.transpose(1, 2).reshape(B, T, -1)), k, v
+
+    def cross_keys(self, kv):
+        """Keys and values of a whole source [B, kv_heads, S, Dh]: an encoder-decoder computes them once."""
+        B, S, _ = kv.shape
+        k = self.k(kv).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(kv).view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def cached_cross(self, x, key, value, key_padding_mask=None):
+        """Cross-attention of x to keys/values from cross_keys (a cached decoder's step)."""
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=self.scale,
+                                           enable_gqa=self.kv_heads != self.heads)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
 '''
 
 

@@ -75,3 +75,73 @@ class ShiftedPositions(Positions):
     def to_onnx(self, tape: Any, c: Lowering) -> str:
         ids = onnx_range(self, tape, self._unshifted(c), 0, self.length, 1, "int64")
         return tape.op("Add", [ids, onnx_length(tape, c.inputs[0], 2)])
+
+
+class CrossKeys(Attention):
+    """A cross-attention's keys and values of the whole source, [B, kv_heads, S, head_dim] each.
+
+    An encoder-decoder's cached decoder reads them at every step; the encoder computes them once.
+    """
+
+    abstract = True
+    inputs = (Input("kv"),)
+
+    def cache_type(self, kv: TensorType, width: int) -> TensorType:
+        _, kv_heads, head_dim = self._heads(width)
+        return TensorType(kv.dtype, (kv.shape[0], kv_heads, kv.shape[1], head_dim))
+
+    def torch_module(self, *types: TensorType | None) -> str:
+        return super().torch_module(*self.attrs["query_type"])
+
+    def infer(self, kv: TensorType) -> tuple[TensorType, TensorType]:
+        t = self.cache_type(kv, int(self.attrs["query_type"][0].shape[-1]))
+        return t, t
+
+    def to_torch(self, c: Lowering) -> str:
+        return f"{c.module}.cross_keys({c.inputs[0]})"
+
+    def to_onnx(self, tape: Any, c: Lowering) -> list[str]:
+        from flashc.ops.linalg import onnx_linear
+
+        _, kv_heads, head_dim = self._heads(int(self.attrs["query_type"][0].shape[-1]))
+        split = tape.const([0, 0, kv_heads, head_dim], "int64")
+        out = []
+        for name in ("k", "v"):
+            t = onnx_linear(tape, c.inputs[0], c.weights[f"{name}.weight"], c.weights.get(f"{name}.bias"), 3)
+            out.append(tape.op("Transpose", [tape.op("Reshape", [t, split])], {"perm": [0, 2, 1, 3]}))
+        return out
+
+
+class CachedCrossAttention(Attention):
+    """Cross-attention reading keys/values a `CrossKeys` computed: (x, key, value[, key_padding_mask]) -> y."""
+
+    abstract = True
+    inputs = (Input("x"), Input("key"), Input("value"), Input("key_padding_mask", optional=True))
+
+    def weights(self, x: TensorType, *rest: TensorType | None) -> dict:
+        return {}
+
+    def torch_module(self, x: TensorType, *rest: TensorType | None) -> str:
+        return super().torch_module(*self.attrs["query_type"])
+
+    def infer(self, x: TensorType, *rest: TensorType | None) -> TensorType:
+        return x
+
+    def to_torch(self, c: Lowering) -> str:
+        x, key, value, mask = c.inputs
+        return f"{c.module}.cached_cross({x}, {key}, {value}{f', key_padding_mask={mask}' if mask else ''})"
+
+    def to_onnx(self, tape: Any, c: Lowering) -> str:
+        from flashc.ops.linalg import onnx_linear
+
+        x, key, value, pad = c.inputs
+        heads, kv_heads, head_dim = self._heads(int(c.types[0].shape[-1]))
+        w = c.weights
+        q = onnx_linear(tape, x, w["q.weight"], w.get("q.bias"), 3)
+        keep = None
+        if pad is not None:
+            keep = tape.op("Not", [tape.op("Unsqueeze", [pad, tape.const([1, 2], "int64")])])  # [B, 1, 1, S]
+        scale = self.setting("scale")
+        scale = head_dim**-0.5 if scale is None else scale
+        y = self._decomposed(tape, q, key, value, keep, None, scale, heads, kv_heads, head_dim, split=False)
+        return onnx_linear(tape, y, w["out.weight"], w.get("out.bias"), 3)
