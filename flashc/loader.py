@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from flashc.checkpoint import Checkpoint, convert, open_checkpoint
-from flashc.diagnostics import Span, error
+from flashc.diagnostics import FlashError, Span, error
 from flashc.ir.graph import Graph
 from flashc.weightmap import Rule, WeightMap, maps_beside, read_map
 from flashc.weights import NUMPY_DTYPES, CheckedWeights, iter_init, match_keys, tied_names
@@ -71,7 +71,7 @@ def _stepped(shape: tuple[int, ...], rule: Rule, index: int, graph: Graph, targe
             if not s or not -len(s) <= step.axis < len(s):
                 return f"cannot split {list(s)} along axis {step.axis}"
             wanted = [shape_of(graph, t, paths) for t in targets]
-            sizes = ([w[axis] if w is not None and len(w) == len(s) else None for w in wanted])
+            sizes = [w[axis] if w is not None and len(w) == len(s) else None for w in wanted]
             if None in sizes:
                 if s[axis] % len(targets):
                     return f"cannot split {list(s)} along axis {step.axis} into {len(targets)} equal parts"
@@ -91,7 +91,8 @@ def _stepped(shape: tuple[int, ...], rule: Rule, index: int, graph: Graph, targe
 
 
 def plan(graph: Graph, ckpt: Checkpoint, wmap: WeightMap | None) -> Plan:
-    """Match every checkpoint key to a spec name (without reading a tensor)."""
+    """Match every checkpoint key to a spec name; only tensors given twice (tied, or two keys for one
+    weight) are read, to check that the copies agree."""
     aliases = tied_names(graph)
     paths = {p: p for p in graph.weights} | {a: p for p, names in aliases.items() for a in names}
     sources: dict[str, Source] = {}
@@ -203,13 +204,20 @@ def choose(graph: Graph, ckpt: Checkpoint, spec_path: str | Path | None, map_pat
         named = [m for m in candidates if m is not None and architectures & set(m.architectures)]
         candidates = named + [m for m in candidates if m not in named]
     best: Plan | None = None
+    failure: FlashError | None = None
     for wmap in candidates:
-        result = plan(graph, ckpt, wmap)
+        try:
+            result = plan(graph, ckpt, wmap)
+        except FlashError as exc:  # copies that disagree: the error stands unless another map fits exactly
+            failure = failure or exc
+            continue
+        if result.problems == 0:
+            return result
         if best is None or result.problems < best.problems:
             best = result
-        if result.problems == 0:
-            break
-    assert best is not None
+    if failure is not None:
+        raise failure
+    assert best is not None  # a candidate succeeded, or the failure was raised
     return best
 
 
