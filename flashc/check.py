@@ -158,12 +158,16 @@ def render_table(graph: Graph, expand: bool = False) -> str:
     if graph.train is not None:
         t = graph.train
         lines.append(f"train: {t.optimizer.name}, batch {t.batch}, {t.epochs} epochs, loss {describe_loss(t.loss)}")
+        lines += [f"  phase {ph.name}: {ph.optimizer.name} on {len(ph.parameters) or 'all'} weights, loss "
+                  f"{describe_loss(ph.loss)}" for ph in t.phases]
     return "\n".join(lines)
 
 
 def describe_loss(term: Any) -> str:
-    if term.kind == "call":
+    if term.kind == "call" and not term.children:
         return f"{term.name}({', '.join(term.args)})"
+    if term.kind in ("call", "fn"):  # arguments that are expressions (`ones_like(score)`, `arange(B)`)
+        return f"{term.name}({', '.join([describe_loss(c) for c in term.children] + list(term.args if term.kind == 'fn' else []))})"
     if term.kind == "number":
         return f"{term.value:g}"
     if term.kind == "neg":

@@ -182,7 +182,7 @@ train MixtralMoe {
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
     after = result.model.state_dict()["block_sparse_moe.gate.weight"]
     assert not torch.allclose(after.cpu(), before), "the router did not train"
-    with pytest.raises(FlashError, match=r"`y` is not a number; a loss combines losses, scalar outputs and numbers"):
+    with pytest.raises(FlashError, match=r"the loss must be one number, but this is float32\[B, T, \d+\]"):
         flashc.loads(text.replace("0.01 * balance", "0.01 * y"))
 
 

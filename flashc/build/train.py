@@ -12,11 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flashc.build.loss_exprs import LossChecker
 from flashc.build.values import _Abort
 from flashc.diagnostics import Diagnostic, did_you_mean
-from flashc.ir.dims import is_static
+from flashc.ir.dims import Sym, is_static
 from flashc.ir.graph import Graph
-from flashc.ir.train import Choice, LossTerm, Penalty, TrainConfig
+from flashc.ir.train import Choice, LossTerm, Penalty, Phase, TrainConfig
 from flashc.ir.types import TensorType
 from flashc.ops.base import Param
 from flashc.syntax import ast
@@ -125,8 +126,11 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
     before = len(b.diagnostics)
     targets: dict[str, Any] = {}
     found: dict[str, Any] = {"penalties": []}
-    tensor_names = {n for n, _ in graph.outputs} | {v.name for v in graph.inputs}
+    found["phases"] = []
     for stmt in section.body:
+        if isinstance(stmt, ast.PhaseBlock):
+            found["phases"].append(stmt)
+            continue
         if isinstance(stmt, ast.Setting):
             found.setdefault("_attempted", set()).add(stmt.name)
         try:
@@ -149,34 +153,109 @@ def build_train(section: ast.Train, graph: Graph, scope: Scope, b: Builder) -> t
                 found[stmt.name] = _setting(stmt, scope, b, graph)
         except _Abort:
             continue  # already reported; check the next statement
-    loss = None
-    if "loss" not in found:
+    types = {n: v.type for n, v in graph.outputs} | {v.name: v.type for v in graph.inputs} | targets
+    sizes = {str(d) for t in [v.type for v in graph.inputs] + list(targets.values())
+             for d in t.shape if isinstance(d, Sym) and d.op == "name"}
+    checker = LossChecker(types, sizes, LOSSES, _options, _check_call, scope, b)
+    loss, phases = None, ()
+    if found["phases"]:
+        phases, loss = _phases(found, graph, checker, b)
+    elif "loss" not in found:
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `loss`"))
     else:
         try:
-            scalars = {n for n, v in graph.outputs if v.type.is_float and not v.type.shape}
-            loss = _loss(found["loss"][0].expr, tensor_names | set(targets), scope, b, scalars)
+            loss = checker.loss(found["loss"][0].expr)
         except _Abort:
             loss = None  # already reported
-    if "optimizer" not in found.get("_attempted", set()):
+    if not found["phases"] and "optimizer" not in found.get("_attempted", set()):
         b.diagnostics.append(Diagnostic(section.span, "the train section has no `optimizer`", "e.g. `optimizer sgd(lr = 0.1, momentum = 0.9)`"))
     if loss is not None:
         _check_monitors(found, loss, b)
-        types = {n: v.type for n, v in graph.outputs} | {v.name: v.type for v in graph.inputs} | targets
-        _check_loss_shapes(loss, types, b)
     problems = b.diagnostics[before:]
     del b.diagnostics[before:]
     if problems:
         return None, problems
+    if phases:
+        found["optimizer"], found["schedule"] = phases[0].optimizer, phases[0].schedule
     config = TrainConfig(
         targets=tuple(targets.items()), loss=loss, optimizer=found["optimizer"], schedule=found.get("schedule"),
         batch=found.get("batch", 32), epochs=found.get("epochs", 10), early_stop=found.get("early_stop"),
         penalties=tuple(found["penalties"]), adversarial=found.get("adversarial"), clip_grad=found.get("clip_grad"),
         seed=found.get("seed", 0), settings={"validation": found.get("validation", 0.1)}, span=section.span,
         accumulate=found.get("accumulate", 1), precision=found.get("precision", "fp32"),
-        compile=found.get("compile", False), noise=found.get("noise", ()),
+        compile=found.get("compile", False), noise=found.get("noise", ()), phases=phases,
     )
     return config, []
+
+
+PHASE_STATEMENTS = ("loss", "optimizer", "schedule", "params")
+
+
+def _phases(found: dict[str, Any], graph: Graph, checker: LossChecker, b: Builder) -> tuple[tuple[Phase, ...], LossTerm | None]:
+    """`phase NAME { loss ...; optimizer ...; schedule ...; params "pattern", ... }` blocks, run in
+    order at every step; the section's own loss is then the sum of theirs (val_loss)."""
+    for key in ("loss", "optimizer", "schedule"):
+        if key in found:
+            stmt = found[key][0] if key == "loss" else found[key]
+            raise_at = stmt.span
+            b.diagnostics.append(Diagnostic(raise_at, f"with phases, `{key}` belongs inside each phase"))
+            return (), None
+    phases, seen = [], {}
+    for block in found["phases"]:
+        if block.name in seen:
+            b.diagnostics.append(Diagnostic(block.name_span, f"phase `{block.name}` is given twice"))
+            continue
+        seen[block.name] = block
+        try:
+            phases.append(_phase(block, graph, checker, b))
+        except _Abort:
+            continue
+    if len(phases) != len(found["phases"]):
+        return (), None
+    total = phases[0].loss
+    for ph in phases[1:]:
+        total = LossTerm("binop", name="+", children=(total, ph.loss), span=ph.span)
+    return tuple(phases), total
+
+
+def _phase(block: ast.PhaseBlock, graph: Graph, checker: LossChecker, b: Builder) -> Phase:
+    parts: dict[str, Any] = {}
+    for stmt in block.body:
+        key = "loss" if isinstance(stmt, ast.Loss) else getattr(stmt, "name", None)
+        if key not in PHASE_STATEMENTS or isinstance(stmt, (ast.Target, ast.Regularize, ast.PhaseBlock)):
+            raise b.fail(stmt.span, f"a phase holds {', '.join(PHASE_STATEMENTS)}; this belongs in the train section",
+                         did_you_mean(key, PHASE_STATEMENTS) if isinstance(key, str) else None)
+        if key in parts:
+            raise b.fail(stmt.span, f"`{key}` is given twice in phase `{block.name}`")
+        if key == "loss":
+            parts[key] = checker.loss(stmt.expr)
+        elif key == "params":
+            parts[key] = _phase_params(stmt, graph, b)
+        else:
+            if len(stmt.args) != 1:
+                raise b.fail(stmt.span, f"`{key}` takes one value")
+            parts[key] = _choice(stmt.args[0].value, OPTIMIZERS if key == "optimizer" else SCHEDULES, key,
+                                 checker.scope, b)
+    for key in ("loss", "optimizer"):
+        if key not in parts:
+            raise b.fail(block.span, f"phase `{block.name}` has no `{key}`")
+    patterns, matched = parts.get("params", ((), ()))
+    return Phase(block.name, parts["loss"], parts["optimizer"], parts.get("schedule"), patterns, matched, block.span)
+
+
+def _phase_params(stmt: ast.Setting, graph: Graph, b: Builder) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`params "disc.*", "head.*"`: the trainable weights of a phase, by path pattern."""
+    patterns = []
+    for arg in stmt.args:
+        if arg.name is not None or not isinstance(arg.value, ast.String):
+            raise b.fail(arg.span, "`params` takes path patterns in quotes: `params \"disc.*\"`")
+        patterns.append(arg.value.value)
+    trainable = [p for p in graph.weights if not graph.weights[p].spec.buffer]
+    matched = tuple(p for p in trainable if any(fnmatch.fnmatchcase(p, pat) for pat in patterns))
+    if not matched:
+        raise b.fail(stmt.span, f"{', '.join(repr(p) for p in patterns)} matches no parameter",
+                     f"parameters look like {trainable[0] if trainable else 'linear.weight'!r}")
+    return tuple(patterns), matched
 
 
 def _fits(a: tuple, b: tuple) -> bool:
@@ -184,13 +263,11 @@ def _fits(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(not (is_static(x) and is_static(y)) or x == y for x, y in zip(a, b))
 
 
-def _check_loss_shapes(term: LossTerm, types: dict[str, TensorType], b: Builder) -> None:
+def _check_call(term: LossTerm, shown: list[str], types: list[TensorType], b: Builder) -> None:
     """A target that can never match its prediction is a `check` error, not a failure at the first step."""
-    for child in term.children:
-        _check_loss_shapes(child, types, b)
-    if term.kind != "call" or term.name in ("perceptual", "contrastive") or len(term.args) < 2:
+    if term.name in ("perceptual", "contrastive"):
         return
-    (pred, target), (p, t) = term.args[:2], (types[term.args[0]], types[term.args[1]])
+    (pred, target), (p, t) = shown[:2], types[:2]
     if term.name in ("cross_entropy", "hinge"):
         if p.rank < 1 or not _fits(p.shape[:-1], t.shape):
             b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares logits `{pred}` {p} with class ids "
@@ -330,39 +407,3 @@ def _penalty(stmt: ast.Regularize, graph: Graph, scope: Scope, b: Builder) -> Pe
         raise b.fail(stmt.span, f"{', '.join(repr(p) for p in stmt.patterns)} matches no parameter",
                      f"parameters look like {next(iter(graph.weights), 'linear.weight')!r}")
     return Penalty(choice.name, choice.kwargs["strength"], stmt.patterns, matched, stmt.span)
-
-
-def _loss(e: Any, tensors: set[str], scope: Scope, b: Builder, scalars: frozenset[str] | set[str] = frozenset()) -> LossTerm:
-    """A loss expression: built-in losses, scalar outputs (`moe_aux()`'s balance loss), numbers and + - * /."""
-    if isinstance(e, ast.Number):
-        return LossTerm("number", value=float(e.value), span=e.span)
-    if isinstance(e, ast.Name) and e.id in scalars:
-        return LossTerm("output", name=e.id, span=e.span)
-    if isinstance(e, ast.Name):
-        value = b.lookup(e, scope)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise b.fail(e.span, f"`{e.id}` is not a number; a loss combines losses, scalar outputs and numbers")
-        return LossTerm("number", value=float(value), span=e.span)
-    if isinstance(e, ast.BinOp) and e.op in "+-*/":
-        children = (_loss(e.left, tensors, scope, b, scalars), _loss(e.right, tensors, scope, b, scalars))
-        return LossTerm("binop", name=e.op, children=children, span=e.span)
-    if isinstance(e, ast.Neg):
-        return LossTerm("neg", children=(_loss(e.operand, tensors, scope, b, scalars),), span=e.span)
-    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
-        if e.func.id not in LOSSES:
-            raise b.fail(e.func.span, f"unknown loss `{e.func.id}`", did_you_mean(e.func.id, LOSSES) or f"known: {', '.join(LOSSES)}")
-        schema = LOSSES[e.func.id]
-        positional = [a for a in e.args if a.name is None]
-        names = []
-        for a in positional[: schema.tensors]:
-            if not isinstance(a.value, ast.Name) or a.value.id not in tensors:
-                got = a.value.id if isinstance(a.value, ast.Name) else "an expression"
-                raise b.fail(a.span, f"`{e.func.id}` reads model outputs, inputs or targets; `{got}` is none of them",
-                             did_you_mean(got, tensors) if isinstance(a.value, ast.Name) else None)
-            names.append(a.value.id)
-        if len(names) < schema.tensors:
-            raise b.fail(e.span, f"`{e.func.id}` needs {schema.tensors} tensors, got {len(names)}")
-        rest = tuple(a for a in e.args if a not in positional[: schema.tensors])
-        options = _options(schema, rest, scope, b, e.span)
-        return LossTerm("call", name=e.func.id, args=tuple(names), options=tuple(options.items()), span=e.span)
-    raise b.fail(e.span, "a loss is built from loss calls, numbers and + - * /")

@@ -204,7 +204,17 @@ class Setting:
     args: tuple[Arg, ...]
 
 
-TrainStmt = Union[Target, Loss, Regularize, Setting]
+@dataclass(frozen=True)
+class PhaseBlock:
+    """`phase disc { loss ...; optimizer ...; schedule ...; params "disc.*" }` inside a train section."""
+
+    span: Span
+    name: str
+    name_span: Span
+    body: tuple[TrainStmt, ...]
+
+
+TrainStmt = Union[Target, Loss, Regularize, Setting, PhaseBlock]
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,9 @@ class _ToAst:
     def setting(self, meta: Any, name: Token, *args: ast.Arg) -> ast.Setting:
         return ast.Setting(self.s(meta), str(name), args)
 
+    def phase(self, meta: Any, name: Token, *body: Any) -> ast.PhaseBlock:
+        return ast.PhaseBlock(self.s(meta), str(name), _tok_span(self.file, name), body)
+
     def train(self, meta: Any, name: Token, *body: Any) -> ast.Train:
         return ast.Train(self.s(meta), str(name), _tok_span(self.file, name), body)
 

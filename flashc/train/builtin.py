@@ -20,7 +20,8 @@ from flashc.train.dataset import Dataset
 
 def _slots(graph: Graph) -> tuple[list[tuple[str, TensorType]], list[tuple[str, TensorType]]]:
     targets = list(graph.train.targets) if graph.train else []
-    return [(v.name, v.type) for v in graph.inputs], targets
+    noise = set(graph.train.noise) if graph.train else set()  # `noise` inputs are drawn by the loop
+    return [(v.name, v.type) for v in graph.inputs if v.name not in noise], targets
 
 
 def _static(t: TensorType, axis: int, name: str) -> int:

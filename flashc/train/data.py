@@ -107,7 +107,8 @@ def _from_csv(path: Path, graph: Graph) -> Dataset:
     if not cells:
         raise error(Span.nowhere(where), "the CSV file has a header but no data rows")
     table = np.array(cells, dtype=np.float64)
-    wanted = [v.name for v in graph.inputs] + [n for n, _ in (graph.train.targets if graph.train else ())]
+    noise = set(graph.train.noise) if graph.train else set()
+    wanted = [v.name for v in graph.inputs if v.name not in noise] + [n for n, _ in (graph.train.targets if graph.train else ())]
     arrays: dict[str, np.ndarray] = {}
     for name in wanted:
         if name in header:
@@ -126,7 +127,8 @@ def _from_csv(path: Path, graph: Graph) -> Dataset:
 
 def conform(data: Dataset, graph: Graph) -> Dataset:
     """Check every input/target array against the spec; cast dtypes that convert safely."""
-    wanted: list[tuple[str, TensorType]] = [(v.name, v.type) for v in graph.inputs]
+    noise = set(graph.train.noise) if graph.train is not None else set()  # drawn by the loop, not read
+    wanted: list[tuple[str, TensorType]] = [(v.name, v.type) for v in graph.inputs if v.name not in noise]
     if graph.train is not None:
         wanted += list(graph.train.targets)
     where = Span.nowhere(data.origin or "data")

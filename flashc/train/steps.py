@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flashc.ir.dims import Sym
 from flashc.ir.train import LossTerm, Phase
 from flashc.train import distributed
 from flashc.train.dataset import Dataset
@@ -87,8 +88,8 @@ class Steps:
         found: dict[str, tuple[str, int]] = {}
         for name, t in [(v.name, v.type) for v in self.graph.inputs] + list(self.config.targets):
             for axis, d in enumerate(t.shape):
-                if isinstance(d, str):
-                    found.setdefault(d, (name, axis))
+                if isinstance(d, Sym) and d.op == "name":
+                    found.setdefault(str(d), (name, axis))
         return found
 
     def autocast(self) -> contextlib.AbstractContextManager:
