@@ -252,7 +252,10 @@ def report(graph: Graph, ckpt: Checkpoint, chosen: Plan, allow_missing: bool, al
     if not chosen.wmap:
         hints.append("keys are read under the spec's own names: no map beside the spec fits better "
                      "(`--map FILE` names one)")
-    raise error(Span.nowhere(ckpt.origin), f"the weights do not fit model {graph.name}{through}: " + "; ".join(parts),
+        if ckpt.config is not None:
+            hints.append(f"`flashc new --from-hf {Path(ckpt.origin) / 'config.json'} -o model.flash` writes a spec "
+                         "and map for this checkpoint")
+    raise error(Span.nowhere(ckpt.origin), f"the weights do not fit model {graph.name}{through}:\n  " + ";\n  ".join(parts),
                 "; ".join(hints))
 
 
