@@ -174,7 +174,12 @@ def describe_loss(term: Any) -> str:
         return f"-{describe_loss(term.children[0])}"
     if term.kind == "output":  # a scalar output of the model, e.g. moe_aux()'s balance loss
         return term.name
-    return f"{describe_loss(term.children[0])} {term.name} {describe_loss(term.children[1])}"
+    left, right = (describe_loss(c) for c in term.children)
+    if term.name in "*/":  # a sum inside a product keeps its parentheses
+        left, right = (f"({s})" if c.kind == "binop" and c.name in "+-" else s for c, s in zip(term.children, (left, right)))
+    if term.name in "-/" and term.children[1].kind == "binop":
+        right = f"({right})"
+    return f"{left} {term.name} {right}"
 
 
 def to_json(graph: Graph) -> dict[str, Any]:
