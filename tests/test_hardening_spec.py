@@ -246,6 +246,14 @@ def test_huge_repeat_count_is_refused_before_building():
     assert f"repeat count 1,000,000,000 is above the limit of {limits.MAX_WORK:,}" in text
 
 
+def test_op_counts_are_refused_before_the_op_loops_over_them():
+    """Found by the fuzzer: lstm_lm with depth = 10**12 looped over 10**12 layers inside the op."""
+    text = message((ROOT / "specs" / "lstm_lm.flash").read_text(), depth=10**12)
+    assert "`lstm` layers must be at most 10,000, got 1,000,000,000,000" in text
+    chunked = "model M() {\n  input x: float32[B, 1000000000]\n  a, b = x |> chunk(1000000000)\n  output y = a\n}\n"
+    assert "`chunk` n must be at most 10,000" in message(chunked)
+
+
 def test_nested_repeats_are_refused_after_one_copy():
     body = ("  block C(x) {\n    return x |> relu\n  }\n  block B(x) {\n    return x |> repeat(1000, C)\n  }\n"
             "  output y = x |> repeat(1000, B)")

@@ -116,6 +116,8 @@ class Binding(BuilderState):
             )
         if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
             raise self.fail(aspan, f"`{cls.name}` {name} must be at least {param.minimum:g}, got {value}")
+        if param.maximum is not None and isinstance(value, (int, float)) and value > param.maximum:
+            raise self.fail(aspan, f"`{cls.name}` {name} must be at most {param.maximum:,}, got {value:,}")
         if param.kind == "dtype":
             value = value.name
         if param.kind is float and value is not None:

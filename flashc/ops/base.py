@@ -22,6 +22,11 @@ REQUIRED: Any = object()
 REGISTRY: dict[str, type[Op]] = {}
 
 
+# The most layers, parts or copies an op makes in one application: the builder loops over them
+# before any weight exists, so `lstm(64, layers = 10**12)` must be refused by its count.
+MAX_COUNT = 10_000
+
+
 @dataclass(frozen=True)
 class Param:
     """A hyperparameter: its type, default and allowed values."""
@@ -31,6 +36,7 @@ class Param:
     choices: tuple | None = None
     doc: str = ""
     minimum: float | None = None  # smallest allowed value (sizes are >= 1)
+    maximum: float | None = None  # largest: a count the op loops over at build time stays below MAX_COUNT
 
     @property
     def required(self) -> bool:

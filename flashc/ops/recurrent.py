@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from flashc.ir.dims import is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
-from flashc.ops.base import Input, Lowering, Op, Param
+from flashc.ops.base import MAX_COUNT, Input, Lowering, Op, Param
 
 TORCH_LSTM = '''
 class LSTMLayer(nn.LSTM):
@@ -45,7 +45,7 @@ class Recurrent(Op):
     family = "recurrent"
     params = {
         "hidden": Param(int, doc="size of the hidden state"),
-        "layers": Param(int, 1, doc="stacked layers; each reads the previous one's outputs"),
+        "layers": Param(int, 1, doc="stacked layers; each reads the previous one's outputs", maximum=MAX_COUNT),
         "bidirectional": Param(bool, False, doc="also run right to left; outputs are concatenated"),
         "bias": Param(bool, True),
     }

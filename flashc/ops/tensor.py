@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from flashc.ir.dims import Dim, Sym, is_static
 from flashc.ir.graph import WeightSpec
 from flashc.ir.types import TensorType
-from flashc.ops.base import Input, Lowering, Op, Param
+from flashc.ops.base import MAX_COUNT, Input, Lowering, Op, Param
 from flashc.ops.shape import normalize_axis
 from flashc.ops.sizes import SOURCE_AXES, SOURCES, check_sources, onnx_size, torch_size
 
@@ -148,7 +148,7 @@ class Chunk(Op):
     """`n` parts of `axis` as torch.chunk cuts them: ceil(size / n) each, the last one smaller."""
 
     family = "tensor"
-    params = {"n": Param(int, doc="number of parts"), "axis": Param(int, -1)}
+    params = {"n": Param(int, doc="number of parts", maximum=MAX_COUNT), "axis": Param(int, -1)}
     samples = ({"x": "float32[2, 9]", "n": 3}, {"x": "float32[2, 7, 4]", "n": 2, "axis": 1})
 
     def _sizes(self, x: TensorType) -> tuple[int, list[int]]:
