@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import ROOT, Table, machine, sgemm_peak, versions
 
-SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement", "moe", "generate")
+SECTIONS = ("train", "compile", "size", "ort", "rss", "scaling", "agreement", "moe", "generate", "train_scale")
 
 
 def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
@@ -36,6 +36,8 @@ def _section(name: str) -> Callable[[Any], Table | tuple[Table, ...]]:
         from bench.moe import run
     elif name == "generate":
         from bench.generate import run
+    elif name == "train_scale":
+        from bench.train_scale import run
     else:
         from bench.agreement import run
     return run

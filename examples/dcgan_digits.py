@@ -76,8 +76,8 @@ def main(out: Path, quiet: bool = False, epochs: int | None = None) -> dict[str,
     last = fit.history[-1]
     results.update(
         parameters=gan.parameter_count, epochs=len(fit.history), train_disc_loss=last["train_disc_loss"],
-        train_gen_loss=last["train_gen_loss"], classifier_accuracy=float(judge_spec and classifier_accuracy(
-            classifier, judge_spec)), samples=SAMPLES, mean_max_probability=float(top.mean()),
+        train_gen_loss=last["train_gen_loss"], classifier_accuracy=classifier_accuracy(classifier, judge_spec),
+        samples=SAMPLES, mean_max_probability=float(top.mean()),
         classes_used=int((counts >= SAMPLES * 0.02).sum()), smallest_class_share=float(counts.min() / SAMPLES),
         noise_mean_max_probability=float(noise_top.mean()), real_mean_max_probability=float(real_top.mean()),
         onnx_max_diff=diff, grid=str(out / "samples.png"),

@@ -163,7 +163,7 @@ class Trainer(Steps):
         return {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(self.device) for k, v in data.arrays.items()}
 
     def forward(self, env: dict[str, torch.Tensor], net: Any = None) -> dict[str, torch.Tensor]:
-        out = (net or self.model)(*(env[n] for n in self.input_names))
+        out = (self.model if net is None else net)(*(env[n] for n in self.input_names))
         outs = out if isinstance(out, tuple) else (out,)
         return {**env, **dict(zip(self.output_names, outs))}
 
