@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from flashc.ir.dims import Dim, Sym, is_static
 from flashc.ir.types import TensorType
-from flashc.ops.base import Lowering, Op, Param
+from flashc.ops.base import MAX_COUNT, Lowering, Op, Param
 from flashc.ops.sizes import (
     SOURCE_AXES,
     SOURCES,
@@ -222,7 +222,7 @@ class Sinusoidal(Op):
     inputs = (SOURCES,)
     params = {
         "length": Param("dim", doc="rows: a number or a dimension such as T"),
-        "dim": Param(int, doc="columns (even)", minimum=2),
+        "dim": Param(int, doc="columns (even)", minimum=2, maximum=100 * MAX_COUNT),  # its ONNX table is a list
         "base": Param(float, 10000.0, doc="the longest wavelength is 2 pi base"),
         "layout": Param(str, "interleaved", choices=("interleaved", "halves")),
         "source_axes": SOURCE_AXES,
