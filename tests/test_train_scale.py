@@ -116,3 +116,114 @@ def test_accumulating_four_batches_of_8_is_one_batch_of_32(tmp_path):
     plain = flashc.loads(SPEC.replace("batch     30", "batch     8").replace("epochs    3", "epochs    2"))
     plain.fit("digits", tmp_path / "cli", quiet=True, accumulate=4)
     assert max_diff(weights(tmp_path / "cli"), weights(tmp_path / "big")) <= 1e-5
+
+
+# --- step controls and phases, checked by `flashc check` -------------------------------------------
+HEAD = "model M() {\n  input x: float32[B, 4]\n  input z: float32[B, 2]\n  output y = x |> linear(3)\n}\ntrain M {\n"
+
+
+def check_error(body: str) -> tuple[int, int, str, str | None]:
+    with pytest.raises(flashc.FlashError) as info:
+        flashc.loads(HEAD + "  target label: int64[B]\n" + body + "}\n")
+    d = info.value.diagnostics[0]
+    return d.span.line, d.span.col, d.message, d.hint
+
+
+@pytest.mark.parametrize("body, where, message, hint", [
+    ("  loss cross_entropy(y, label)\n  optimizer adam\n  precision bf61\n", (10, 13), "unknown precision `bf61`",
+     "did you mean `bf16`?"),
+    ("  loss cross_entropy(y, label)\n  optimizer adam\n  accumulate 0\n", (10, 14),
+     "`accumulate` must be a whole number >= 1, got 0", None),
+    ("  loss cross_entropy(y, label)\n  optimizer adam\n  compile 1\n", (10, 11), "`compile` is true or false, got 1",
+     None),
+    ("  loss cross_entropy(y, label)\n  optimizer adam\n  noise zz\n", (10, 9),
+     "`noise` fills model inputs; `zz` is not one", "did you mean `z`?"),
+    ("  loss mean(y)\n  optimizer adam\n  noise label\n", (10, 9), "`noise` fills model inputs; `label` is not one",
+     "inputs: x, z"),
+    ("  loss y\n  optimizer adam\n", (8, 8), "the loss must be one number, but this is float32[B, 3]",
+     "reduce it: `mean(...)` or `sum(...)`"),
+    ("  loss cross_entropy(y, arange(C))\n  optimizer adam\n", (8, 32), "undefined name `C`", None),
+    ("  loss cross_entropy(y, ones_like(label))\n  optimizer adam\n", (8, 8),
+     "`cross_entropy` takes class ids, but the expression is float32[B]", None),
+    ("  loss mse(y, ones_like(z))\n  optimizer adam\n", (8, 8),
+     "`mse` compares `y` float32[B, 3] with the expression float32[B, 2]: their shapes cannot match", None),
+    ("  phase a {\n    loss mean(y)\n    optimizer adam\n    params \"nope.*\"\n  }\n", (11, 5),
+     "'nope.*' matches no parameter", "parameters look like 'linear.weight'"),
+    ("  phase a {\n    loss mean(y)\n  }\n", (8, 3), "phase `a` has no `optimizer`", None),
+    ("  phase a {\n    loss mean(y)\n    optimizer adam\n    batch 3\n  }\n", (11, 5),
+     "a phase holds loss, optimizer, schedule, params; this belongs in the train section", None),
+    ("  loss mean(y)\n  phase a {\n    loss mean(y)\n    optimizer adam\n  }\n", (8, 3),
+     "with phases, `loss` belongs inside each phase", None),
+])
+def test_step_controls_and_phases_are_checked(body, where, message, hint):
+    line, col, got, got_hint = check_error(body)
+    assert (line, col, got, got_hint) == (*where, message, hint)
+
+
+def test_phases_train_their_own_parameters_with_their_own_optimizers(tmp_path):
+    """Two phases: each optimizer moves only its parameters; checkpoints hold both states and resume exactly."""
+    text = """
+model Two() {
+  input x: float32[B, 4]
+  input z: float32[B, 3]
+  a = linear(2)
+  b = linear(2)
+  output u = x |> a
+  output v = z |> b
+}
+
+train Two {
+  target t: float32[B, 2]
+  noise z
+  phase first {
+    loss mse(u, t)
+    optimizer sgd(lr = 0.1)
+    params "a.*"
+  }
+  phase second {
+    loss mean(square(v - detach(u)))
+    optimizer adam(lr = 0.01)
+    schedule step(step_size = 1, gamma = 0.5)
+    params "b.*"
+  }
+  batch 16
+  epochs 2
+}
+"""
+    spec = flashc.loads(text)
+    assert [ph.name for ph in spec.train.phases] == ["first", "second"]
+    assert spec.train.phases[1].parameters == ("b.weight", "b.bias")
+    rng = torch.Generator().manual_seed(0)
+    data = {"x": torch.randn(64, 4, generator=rng).numpy(), "t": torch.randn(64, 2, generator=rng).numpy()}
+    start = spec.to_torch(seed=0).state_dict()
+    result = spec.fit(data, tmp_path / "run", quiet=True)
+    after = result.model.state_dict()
+    assert not torch.equal(after["a.weight"], start["a.weight"]) and not torch.equal(after["b.weight"], start["b.weight"])
+    last = result.history[-1]
+    assert {"train_first_loss", "train_second_loss"} <= last.keys()
+    assert last["train_loss"] == pytest.approx(last["train_first_loss"] + last["train_second_loss"])
+    assert last["lr"] == pytest.approx(0.1)  # the first phase's lr; the second's schedule halves its own
+    # resume from epoch 1 with both optimizers and schedules: the same weights as straight through
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    (tmp_path / "one").mkdir()
+    spec.fit(data, tmp_path / "one", epochs=1, quiet=True)
+    spec.fit(data, tmp_path / "one", epochs=2, resume=True, quiet=True)
+    assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "run")) == 0.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_close_to_fp32(tmp_path, precision):
+    spec = flashc.loads(SPEC.replace("epochs    3", "epochs    2"))
+    full = spec.fit("digits", tmp_path / "fp32", quiet=True)
+    mixed = spec.fit("digits", tmp_path / precision, quiet=True, precision=precision)
+    assert mixed.history[-1]["val_accuracy"] >= full.history[-1]["val_accuracy"] - 0.05
+    assert mixed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=0.1)
+    info = json.loads((tmp_path / precision / "last.json").read_text())
+    assert ("scalers" in info) == (precision == "fp16")  # the fp16 gradient scaler is checkpointed
+
+
+def test_compiled_training_equals_eager(tmp_path):
+    spec = flashc.loads(SPEC.replace("epochs    3", "epochs    1"))
+    spec.fit("digits", tmp_path / "eager", quiet=True)
+    spec.fit("digits", tmp_path / "compiled", quiet=True, compile=True)
+    assert max_diff(weights(tmp_path / "compiled"), weights(tmp_path / "eager")) <= 1e-4

@@ -140,7 +140,7 @@ class LossChecker:
         term = LossTerm("call", name=schema.name, args=names, options=tuple(options.items()),
                         children=tuple(t for t, _ in typed), span=e.span)
         if len(typed) >= 2:
-            shown = [a.value.id if isinstance(a.value, ast.Name) else "the expression" for a in positional[:2]]
+            shown = [f"`{a.value.id}`" if isinstance(a.value, ast.Name) else "the expression" for a in positional[:2]]
             self.check_call(term, shown, [t for _, t in typed], self.b)
         return term, TensorType("float32", ())
 

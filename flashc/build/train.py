@@ -267,22 +267,22 @@ def _check_call(term: LossTerm, shown: list[str], types: list[TensorType], b: Bu
     """A target that can never match its prediction is a `check` error, not a failure at the first step."""
     if term.name in ("perceptual", "contrastive"):
         return
-    (pred, target), (p, t) = shown[:2], types[:2]
+    (pred, target), (p, t) = shown[:2], types[:2]  # "`name`", or "the expression" for any other argument
     if term.name in ("cross_entropy", "hinge"):
         if p.rank < 1 or not _fits(p.shape[:-1], t.shape):
-            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares logits `{pred}` {p} with class ids "
-                                            f"`{target}` {t}: the ids need the logits' shape without its last axis "
+            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares logits {pred} {p} with class ids "
+                                            f"{target} {t}: the ids need the logits' shape without its last axis "
                                             f"(the classes), {p.with_shape(p.shape[:-1]).shape_str()}"))
         elif t.is_float:
-            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` takes class ids, but `{target}` is {t}",
-                                            f"declare `target {target}: int64{t.shape_str()}`"))
+            hint = f"declare `target {target.strip('`')}: int64{t.shape_str()}`" if target.startswith("`") else None
+            b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` takes class ids, but {target} is {t}", hint))
         weight = dict(term.options).get("weight")
         classes = p.shape[-1] if p.rank else None
         if weight is not None and is_static(classes) and len(weight) != classes:
             b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` weight has {len(weight)} values for "
                                             f"{classes} classes"))
     elif not _fits(p.shape, t.shape):
-        b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares `{pred}` {p} with `{target}` {t}: "
+        b.diagnostics.append(Diagnostic(term.span, f"`{term.name}` compares {pred} {p} with {target} {t}: "
                                         "their shapes cannot match"))
 
 
