@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from flashc.build.loss_exprs import ARANGE_DOC, FUNCTIONS
 from flashc.build.train import ADVERSARIAL, EARLY_STOP, LOSSES, OPTIMIZERS, PENALTIES, SCHEDULES, Schema
 from flashc.ops import REGISTRY
 from flashc.ops.base import Op
@@ -212,6 +213,51 @@ A custom loss is an expression over the built-in losses, numbers, parameters and
 outputs (`0.02 * balance`):
 `loss mse(recon, pixels) + 0.5 * kl_div(mu, logvar)`. L2 here is part of the loss;
 AdamW's `weight_decay` instead shrinks weights directly, outside the loss and its gradient.
+A loss's tensors may be any expression of outputs, inputs and targets with + - * / and the
+tensor functions below; the whole loss must come out as one number (`check` says so if not):
+
+```
+loss (cross_entropy(logits, arange(B)) + cross_entropy(transpose(logits), arange(B))) / 2  # CLIP
+loss binary_cross_entropy(fake_score, ones_like(fake_score))                              # a GAN's generator
+loss mean(fake_score) - mean(real_score)                                                  # a Wasserstein critic
+```
+
+### Step controls
+
+```
+accumulate 4       # micro-batches of `batch` rows per optimizer step: batch 8 x 4 = batch 32
+precision  bf16    # fp32 | bf16 | fp16: forward and loss under autocast (fp16 adds a gradient scaler)
+compile    true    # train through torch.compile
+noise      z       # inputs filled with N(0, 1) samples at every step (a generator's latent)
+```
+
+`flashc train --accumulate K --precision P --compile` override them; `--nproc N` trains in N
+processes (DDP; `--shard`: FSDP) where `batch` stays the global batch.
+
+### Phases
+
+Several optimizers in one section: `phase` blocks run in order at every step, each with its
+own `loss`, `optimizer`, optional `schedule` and `params` (path patterns of the weights it
+trains; all when left out). The section's `loss`, `optimizer` and `schedule` then live in the
+phases; `val_loss` is the sum of the phases' losses, and each phase's training loss is logged
+as `train_NAME_loss`.
+
+```
+train DigitsGAN {
+  noise z
+  phase disc {
+    loss      binary_cross_entropy(real_score, ones_like(real_score)) + binary_cross_entropy(fake_score, zeros_like(fake_score))
+    optimizer adam(lr = 2e-3, betas = (0.5, 0.999))
+    params    "disc.*"
+  }
+  phase gen {
+    loss      binary_cross_entropy(fake_score, ones_like(fake_score))
+    optimizer adam(lr = 2e-3, betas = (0.5, 0.999))
+    params    "gen.*"
+  }
+  batch 64
+}
+```
 '''
 
 
@@ -283,6 +329,8 @@ def render() -> str:
                          ("Penalties (`regularize ... on \"pattern\"`)", PENALTIES)):
         lines += ["", f"### {title}", "", "| choice | |", "|---|---|"] + _schema_rows(table)
     lines += ["", "### Early stopping", "", "| setting | |", "|---|---|"] + _schema_rows({"early_stop": EARLY_STOP})
+    lines += ["", "### Tensor functions in losses", "", "| function | |", "|---|---|", f"| `arange(n)` | {ARANGE_DOC} |"]
+    lines += [f"| `{f.name}(x{', value' if f.name == 'full_like' else ''})` | {f.doc} |" for f in FUNCTIONS.values()]
     return "\n".join(lines).rstrip() + "\n"
 
 
