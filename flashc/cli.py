@@ -245,8 +245,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise error(Span.nowhere(str(run)), f"cannot create the run directory: {exc.strerror or exc}") from None
 
     if int(os.environ.get("RANK", "0")) == 0:
+        given = {k: v for k, v in controls.items() if v is not None}  # kept for --resume
         write_atomic(run / "run.json", json.dumps({"spec": str(spec_path), "data": str(data), "set": sets,
-                                                   "epochs": epochs, "controls": controls}, indent=1).encode())
+                                                   "epochs": epochs, **({"controls": given} if given else {})},
+                                                  indent=1).encode())
     if args.nproc and args.nproc > 1:  # the same command in N workers, started by torch.distributed.run
         return distributed.launch(worker_argv(args, epochs), args.nproc)
     result = spec.fit(dataset, run, epochs=epochs, resume=bool(args.resume), device=args.device, shard=args.shard,
@@ -461,7 +463,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23; 17-22 decompose attention)")
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="float16: weights and compute in half precision (inputs/outputs stay float32)")
-    c.add_argument("--quantize", choices=("int8",), help="int8: dynamic quantization of MatMul/Gemm weights")
+    c.add_argument("--quantize", choices=("int8",), help="int8: MatMul/Gemm weights as int8, a scale per output "
+                   "(activations stay float32; routers stay float32)")
     c.add_argument("--kv-cache", action="store_true", help="causal decoders: take past keys/values "
                    "(past_key_values.N.key/value) and return present ones (present.N.key/value), for `flashc generate`")
     c.set_defaults(func=cmd_compile)
