@@ -13,8 +13,13 @@ no spec changes to be generated from:
   and sliding windows shift inside the attention itself.
 
 One graph serves the prompt (P = 0: feed empty caches) and each next token
-(T = 1). Attention that cannot be cached (not causal, cross-attention, a
-padding mask, hard attention, attention inside a scan) is refused at its
+(T = 1). An encoder-decoder (T5, the translation spec) is split in two: the
+encoder, which also returns every cross-attention's keys and values
+(``encoder_key_values.{i}.key/value``, computed once per source), and the
+cached decoder, which reads them (`split_encoder_decoder`). Attention that
+cannot be cached (not causal in a decoder-only model, cross-attention to a
+value computed from the decoder's own input, a padding mask on
+self-attention, hard attention, attention inside a scan) is refused at its
 source line, because caching it would change what it computes.
 """
 
