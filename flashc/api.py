@@ -56,11 +56,13 @@ class Spec:
         return init_weights(self.graph, seed)
 
     def save_weights(self, path: str | Path, weights: Any = None, seed: int = 0) -> Path:
-        """Write ``weights`` (a state dict, e.g. a trained module's; numpy arrays; an opened checkpoint)
-        or the seeded initial ones to a .safetensors file, tied tensors once. `--weights`,
-        ``to_torch(weights=path)`` and ``to_onnx(weights=path)`` read it back."""
+        """Write ``weights`` (a state dict, e.g. a trained module's; numpy arrays; a checkpoint path,
+        read as :meth:`open_weights` does) or the seeded initial ones to a .safetensors file, tied
+        tensors once. `--weights`, ``to_torch(weights=path)`` and ``to_onnx(weights=path)`` read it back."""
         from flashc.saving import save_weights
 
+        if isinstance(weights, (str, Path)):
+            weights = self.open_weights(weights, seed=seed)
         return save_weights(self.graph, path, weights, seed)
 
     def to_torch(self, weights: Weights = None, seed: int = 0, kv_cache: bool = False, **reading: Any) -> Any:

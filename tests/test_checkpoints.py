@@ -535,6 +535,9 @@ def test_save_weights_of_a_trained_module_reads_back(tmp_path):
         torch.testing.assert_close(again.state_dict()[key], value, atol=0, rtol=0)
     proto = spec.to_onnx(weights=tmp_path / "t.safetensors")
     assert sum(i.name == "wte.weight" for i in proto.graph.initializer) == 1
+    spec.save_weights(tmp_path / "copy.safetensors", tmp_path / "t.safetensors")  # a checkpoint path, re-read
+    copied = spec.open_weights(tmp_path / "copy.safetensors")
+    assert all(np.array_equal(copied[k], module.state_dict()[k].numpy()) for k in spec.graph.weights)
 
 
 def test_scalar_buffers_round_trip(tmp_path):
