@@ -401,5 +401,13 @@ def test_non_finite_set_on_the_command_line_is_refused(tmp_path):
         assert done.returncode == 1 and "not finite" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("expr", "words"), [("10 ** 1232000", "does not fit in 64 bits"),
+                                             ("2 ** 1000000000", "does not fit in 64 bits"),
+                                             ("1e300 ** 2", "too large"), ("2 ** 63", "does not fit in 64 bits")])
+def test_powers_that_do_not_fit_are_refused_before_they_are_computed(expr, words):
+    """Found by the fuzzer: `vocab = 10 ** 1232000` built a 1.2-million-digit number, then a traceback."""
+    assert words in message(f"model M(d = {expr}) {{\n  input x: float32[B]\n  output y = x\n}}\n")
+
+
 def test_whole_numbers_must_fit_64_bits():
     assert "below 2**63" in message("model M(d = 99999999999999999999) {\n  input x: float32[B]\n  output y = x\n}\n")

@@ -7,8 +7,10 @@ math.py), so the checker is the one gate for both backends.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from flashc.build.identifiers import number_problem
 from flashc.build.scope import Scope
 from flashc.build.state import BuilderState
 from flashc.build.values import DType, Layer, Tensor, describe
@@ -91,6 +93,8 @@ class Operators(BuilderState):
         if not (_number(a) and _number(b)):
             raise self.fail(span, f"cannot apply `**` to {describe(a)} and {describe(b)}",
                             "symbolic dimensions support only + - * and //" if isinstance(a, Sym) or isinstance(b, Sym) else None)
+        if isinstance(a, int) and isinstance(b, int) and abs(a) >= 2 and b * math.log2(abs(a)) > 64:
+            raise self.fail(span, f"{a} ** {b} does not fit in 64 bits")  # refused before Python builds the number
         try:
             result = a ** b
         except ZeroDivisionError:
@@ -99,6 +103,9 @@ class Operators(BuilderState):
             raise self.fail(span, f"{a} ** {b} is too large") from None
         if isinstance(result, complex):
             raise self.fail(span, f"{a} ** {b} is not a real number")
+        problem = number_problem(result)
+        if problem:
+            raise self.fail(span, f"`**` gives a number flashc cannot hold: {problem}")
         return result
 
     def argument(self, func: Any, arg: ast.Arg, scope: Scope) -> Any:
