@@ -169,13 +169,33 @@ def full_weights(module: torch.nn.Module, world: World) -> dict[str, torch.Tenso
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], world: World) -> None:
-    """Load a full state dict (from a checkpoint every rank read) into the module, sharding it under FSDP."""
-    if world.shard and world.active:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True))
+    """Load a full state dict (from a checkpoint every rank read) into the module; under FSDP each
+    rank copies in its own shard of each weight."""
+    if not (world.shard and world.active):
+        module.load_state_dict(state, strict=True)
         return
-    module.load_state_dict(state, strict=True)
+    from torch.distributed.tensor import DTensor
+
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            full = state[name].to(tensor.device, tensor.dtype)
+            if isinstance(tensor, DTensor):
+                tensor.to_local().copy_(_shard_like(full, tensor).to_local())
+            else:
+                tensor.copy_(full)
+
+
+def _shard_like(full: torch.Tensor, like: Any) -> Any:
+    """``full`` cut as the DTensor ``like`` is (each rank keeps its part; every rank holds ``full``)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
+
+
+def _names(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The names of the optimizer's parameters, in the order its state dict numbers them."""
+    by_id = {id(p): name for name, p in module.named_parameters()}
+    return [by_id[id(p)] for group in optimizer.param_groups for p in group["params"]]
 
 
 def full_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World) -> dict[str, Any]:
@@ -188,23 +208,27 @@ def full_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimiz
     state = get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not world.main:
         return {}
-    order = {name: i for i, (name, _) in enumerate(module.named_parameters())}
+    order = {name: i for i, name in enumerate(_names(module, optimizer))}
     return {"state": {order[name]: entry for name, entry in state["state"].items()},
             "param_groups": [{**g, "params": [order[n] for n in g["params"]]} for g in state["param_groups"]]}
 
 
 def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                          world: World) -> None:
-    """Load a position-keyed optimizer state (any process count wrote it) into this rank's optimizer."""
+    """Load a position-keyed optimizer state (any process count wrote it) into this rank's optimizer;
+    under FSDP each state tensor shaped like its parameter is cut to this rank's shard."""
     if not (world.shard and world.active):
         optimizer.load_state_dict(state)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.tensor import DTensor
 
-    names = [name for name, _ in module.named_parameters()]
-    by_name = {"state": {names[int(i)]: entry for i, entry in state["state"].items()},
-               "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
-    set_optimizer_state_dict(module, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sharded: dict[int, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        p = params[int(index)]
+        sharded[int(index)] = {k: _shard_like(v.to(p.device), p) if isinstance(p, DTensor) and torch.is_tensor(v)
+                               and v.shape == p.shape else v for k, v in entry.items()}
+    optimizer.load_state_dict({"state": sharded, "param_groups": state["param_groups"]})
 
 
 def command(argv: list[str], nproc: int) -> list[str]:
