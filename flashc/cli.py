@@ -239,6 +239,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc and args.nproc > 1 and distributed.launched():
         raise UsageError("--nproc starts the workers itself; under torchrun leave it out")
+    size = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
+    try:  # what N processes cannot do with this section, said once here rather than by every worker
+        if spec.graph.train is not None:
+            distributed.check_world(distributed.World(size=size, shard=args.shard), spec.graph.train, len(dataset))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
