@@ -101,6 +101,9 @@ class Generator:
         inputs = self.session.get_inputs()
         self.pasts = [i for i in inputs if i.name.startswith(PAST_PREFIX)]
         rest = [i for i in inputs if not i.name.startswith(PAST_PREFIX)]
+        if any(i.name.startswith("encoder_key_values.") for i in rest):
+            raise GenerationError("this is the cached decoder of an encoder-decoder (its encoder is NAME.encoder.onnx); "
+                                  "generate runs decoder-only models so far")
         if len(rest) != 1 or rest[0].type not in ("tensor(int64)", "tensor(int32)") or len(rest[0].shape) != 2:
             raise GenerationError("generate needs a model with one token input int64[B, T] (and, with --kv-cache, "
                                   f"the past_key_values.N inputs); this one takes {', '.join(i.name for i in rest)}")
