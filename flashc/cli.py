@@ -23,6 +23,7 @@ from typing import Any
 
 import flashc
 from flashc.api import load_model
+from flashc.argtypes import positive_int
 from flashc.diagnostics import FlashError, Span, UsageError, error
 
 EXAMPLES = {
@@ -411,17 +412,6 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     from flashc.fmt import format_files
 
     return format_files(args.files, args.check)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (`--epochs 0` or `-3` is a usage error, not "the default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 DEBUG_HELP = "on an internal error, show the Python traceback"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flashc.argtypes import positive_int
 from flashc.diagnostics import Span, UsageError, error
 
 
@@ -26,29 +27,19 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--prompt-ids", metavar="IDS", help="the prompt as token ids: 1,2,3")
     c.add_argument("--batch", metavar="FILE", help="one prompt a line (text with --tokenizer, else ids 1,2,3); "
                    "prompts of equal length run as one batch; one output line per prompt")
-    c.add_argument("--max-new-tokens", type=_positive, required=True, metavar="N")
+    c.add_argument("--max-new-tokens", type=positive_int, required=True, metavar="N")
     c.add_argument("--greedy", action="store_true", help="always the most likely token (the default without "
                    "--temperature/--top-k/--top-p)")
     c.add_argument("--temperature", type=float, help="sample with this temperature (> 0)")
-    c.add_argument("--top-k", type=_positive, help="sample among the k most likely tokens")
+    c.add_argument("--top-k", type=positive_int, help="sample among the k most likely tokens")
     c.add_argument("--top-p", type=float, help="sample among the most likely tokens holding this much probability")
     c.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     c.add_argument("--stop-ids", metavar="IDS", help="end a sequence at any of these token ids: 50256 or 2,3")
-    c.add_argument("--threads", type=_positive, help="onnxruntime intra-op threads (default: its own choice)")
+    c.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads (default: its own choice)")
     c.add_argument("--init-seed", type=int, default=0, help="a spec without --weights: seed of its weights")
     c.add_argument("--opset", type=int, default=None, help="a spec: ONNX opset (default 23)")
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="a spec: compute dtype")
     c.add_argument("--quantize", choices=("int8",), help="a spec: int8 weights of the matrix products")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def parse_ids(text: str, what: str) -> list[int]:
