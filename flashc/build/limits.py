@@ -6,8 +6,8 @@ out-of-memory crash.
   :data:`BLOCK_COST` more, up to :data:`MAX_DEPTH`, so the recursive evaluator stays far
   inside Python's stack (a block that applies itself is caught earlier, by name).
 - Work: op applications plus block applications in one model, up to :data:`MAX_WORK`
-  (GPT-2 small needs about 300; a 100,000-stage pipeline fits). A `repeat` count above it
-  is refused before the first copy is built.
+  (GPT-2 small needs about 300; a 100,000-stage pipeline fits; the most is about 10 s of
+  work). A `repeat` count above it is refused before the first copy is built.
 - Memory: each weight must fit in the machine's memory (compiling holds one weight at a
   time, streaming the rest to disk), and all weights together must stay within a budget of
   at least 1 TiB or the machine's memory if larger. ``FLASHC_MAX_BYTES`` (``4000000000``,
@@ -25,7 +25,7 @@ from flashc.diagnostics import Span, error
 
 MAX_DEPTH = 120
 BLOCK_COST = 3
-MAX_WORK = 250_000
+MAX_WORK = 150_000
 BUDGET_ENV = "FLASHC_MAX_BYTES"
 FALLBACK_BUDGET = 16 * 2**30  # where the machine's memory cannot be read
 MIN_TOTAL = 2**40  # the default budget for all weights: 1 TiB

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from flashc.ops.base import Op
 
 
+def _suffix(candidate: str, path: str) -> int | None:
+    """i where ``candidate`` is `path` (0) or `path_i`; None otherwise."""
+    if candidate == path:
+        return 0
+    rest = candidate[len(path) + 1:]
+    if candidate.startswith(path + "_") and rest.isdigit() and not rest.startswith("0"):
+        return int(rest)
+    return None
+
+
 class Naming(BuilderState):
     def new_value(self, base: str, type_: TensorType) -> Value:
         flat = base.replace(".", "_")
@@ -44,12 +54,24 @@ class Naming(BuilderState):
         return scope.path(name if n == 0 else f"{name}_{n}")
 
     def claim_path(self, path: str, owner: object) -> str:
-        """Reserve a layer path for ``owner``; a clash with another owner gets a suffix."""
-        for i in itertools.count():
+        """Reserve a layer path for ``owner``; a clash with another owner gets a suffix.
+
+        The first of `path`, `path_1`, ... that is free or already this owner's. Where to start
+        looking for a free one is remembered per path, and an owner's own claims are kept
+        beside it: thousands of owners clashing on one path cost linear time, not quadratic.
+        """
+        for i in itertools.count(self.claim_next.get(path, 0)):
             candidate = path if i == 0 else f"{path}_{i}"
-            if self.layer_owner.setdefault(candidate, owner) == owner:
-                return candidate
-        raise AssertionError("unreachable")
+            if self.layer_owner.get(candidate, owner) == owner:
+                break
+        self.claim_next[path] = i
+        earlier = [j for j in map(lambda c: _suffix(c, path), self.owned.get(owner, ())) if j is not None and j < i]
+        if earlier:
+            i = min(earlier)
+            candidate = path if i == 0 else f"{path}_{i}"
+        self.layer_owner.setdefault(candidate, owner)
+        self.owned.setdefault(owner, set()).add(candidate)
+        return candidate
 
     def layer_path(self, cls: type[Op], layer: Layer | None, scope: Scope | None, span: Span) -> str:
         if layer is not None and layer.path is not None:

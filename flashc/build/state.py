@@ -48,6 +48,8 @@ class BuilderState:
     work: int = 0  # op and block applications so far
     weight_bytes: int = 0  # bytes of the weights created so far
     budget: limits.Budget = field(default_factory=limits.weight_budget)
+    claim_next: dict[str, int] = field(default_factory=dict)  # path -> where its next free suffix may be
+    owned: dict[object, set[str]] = field(default_factory=dict)  # owner -> the layer paths it claimed
     output_names: set[str] = field(default_factory=set)  # of ``outputs``
     input_names: set[str] = field(default_factory=set)  # of ``inputs``
     applying: list[tuple[tuple, str]] = field(default_factory=list)  # ((block definition, arguments), name)
