@@ -64,11 +64,9 @@ def load(text: str, **extra: object) -> Lark:
     target = cache_file(text, **options)
     if not _private_dir(target.parent):
         return Lark(text, **options)
-    try:
-        with target.open("rb") as f:
-            return Lark.load(f)
-    except Exception:  # noqa: BLE001  (missing, truncated or foreign: rebuild, as if there were no cache)
-        pass
+    # A missing, truncated or foreign cache file is rebuilt, as if there were no cache.
+    with contextlib.suppress(Exception), target.open("rb") as f:
+        return Lark.load(f)
     parser = Lark(text, **options)
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

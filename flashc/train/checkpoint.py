@@ -14,6 +14,7 @@ pickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -152,9 +153,8 @@ def _sync(directory: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # some file systems cannot sync a directory: durability is best effort
+            os.fsync(fd)
     finally:
         os.close(fd)
 
